@@ -1,0 +1,12 @@
+{
+  "targets": [
+    {
+      "target_name": "ipc_ckpt",
+      "sources": ["<!@(node -p \"require('./native/sources.json').join(' ')\")"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra"]
+    }
+  ]
+}

@@ -1,0 +1,68 @@
+// What an image holds, independent of its byte layout (lib/image/ owns the layout).
+
+/** The image header: who wrote it, where, when. */
+export interface ImageHeader {
+  /** utsname release, version and machine of the saving host (each at most 64 bytes). */
+  kernelRelease: string;
+  kernelVersion: string;
+  machine: string;
+  /** Kernel version numbers parsed from kernelRelease. */
+  major: number;
+  minor: number;
+  patch: number;
+  /** Architecture id (2 = x86-64). */
+  archId: number;
+  /** Seconds since the epoch when the save started. */
+  time: bigint;
+  /** v16's user flags; ipc-ckpt writes 0. */
+  uflags: bigint;
+}
+
+/** ckpt_hdr_ipcns: the namespace's limits. ipc-ckpt saves real msg limits; shm/sem fields are saved as read. */
+export interface NamespaceLimits {
+  shmCtlmax: bigint;
+  shmCtlall: bigint;
+  shmCtlmni: number;
+  msgCtlmax: number;
+  msgCtlmnb: number;
+  msgCtlmni: number;
+  semCtlMsl: number;
+  semCtlMns: number;
+  semCtlOpm: number;
+  semCtlMni: number;
+}
+
+/** One message queue: ckpt_hdr_ipc_msg with its nested perms. */
+export interface QueueRecord {
+  /** Full user-visible id (seq * 32768 + index). */
+  id: number;
+  key: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  /** 0777 bits only. */
+  mode: number;
+  seq: number;
+  stime: bigint;
+  rtime: bigint;
+  ctime: bigint;
+  cbytes: bigint;
+  qnum: bigint;
+  qbytes: bigint;
+  lspid: number;
+  lrpid: number;
+}
+
+/** One message: its type (1..2^63-1, the kernel's long) and body. */
+export interface MessageRecord {
+  type: bigint;
+  body: Buffer;
+}
+
+/** A whole image in memory (tests, small images); the codec itself streams. */
+export interface Image {
+  header: ImageHeader;
+  limits: NamespaceLimits;
+  queues: Array<{ queue: QueueRecord; messages: MessageRecord[] }>;
+}

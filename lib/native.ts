@@ -1,0 +1,163 @@
+// The native addon's surface, declared once: everything in lib/ talks to this interface.
+// The addon makes the system calls and knows nothing of the image format.
+import * as path from 'node:path';
+
+/** Every field of one queue's msqid64_ds, as MSG_STAT_ANY / IPC_STAT report it. */
+export interface QueueStat {
+  /** The full user-visible id (seq * 32768 + index). */
+  id: number;
+  /** The slot index (id % 32768). */
+  index: number;
+  /** The sequence number (id / 32768). */
+  seq: number;
+  /** The key as an unsigned 32-bit number (0 = IPC_PRIVATE). */
+  key: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  /** Permission bits, 0777 only. */
+  mode: number;
+  /** Seconds since the epoch (64-bit kernel time_t), as bigint. */
+  stime: bigint;
+  rtime: bigint;
+  ctime: bigint;
+  /** Bytes currently in the queue. */
+  cbytes: number;
+  /** Messages currently in the queue. */
+  qnum: number;
+  /** The queue's byte limit. */
+  qbytes: number;
+  lspid: number;
+  lrpid: number;
+}
+
+/** The msg sysctls of one IPC namespace, read from /proc/sys/kernel on the namespace's thread. */
+export interface MsgSysctls {
+  msgmax: number;
+  msgmnb: number;
+  msgmni: number;
+}
+
+/** The sysctls a namespace session can write. */
+export type MsgSysctlName = 'msgmax' | 'msgmnb' | 'msgmni' | 'msg_next_id';
+
+/**
+ * Packed message batch, the one layout used in both directions (copy and send):
+ * per message, little-endian: int64 type, uint32 size, then `size` body bytes; no padding.
+ */
+export const PACKED_MESSAGE_HEADER_BYTES = 12;
+
+/** The result of one copyMessages call: consecutive messages starting at `first`. */
+export interface CopiedBatch {
+  /** Packed messages (see PACKED_MESSAGE_HEADER_BYTES). */
+  data: Buffer;
+  /** How many messages `data` holds. */
+  count: number;
+  /** True when the queue had no message at index first + count (ENOMSG). */
+  end: boolean;
+  /** The MSG_COPY buffer size the batch ended with (grown on E2BIG); pass it to the next call. */
+  bufferSize: number;
+  /** The queue's stat taken before and after the batch's copies, on the same thread. */
+  statBefore: QueueStat;
+  statAfter: QueueStat;
+}
+
+export interface CreateQueueRequest {
+  key: number;
+  /** The exact id wanted: written to msg_next_id just before msgget. */
+  id: number;
+  /** Permission bits given to msgget. */
+  mode: number;
+  /** Creator ids: msgget runs with these effective ids on the namespace thread only. */
+  cuid: number;
+  cgid: number;
+}
+
+export interface SetQueueRequest {
+  uid: number;
+  gid: number;
+  mode: number;
+  qbytes: number;
+}
+
+/** Findings of the kernel and privilege probe behind `ipc-ckpt check`. */
+export interface NamespaceProbe {
+  /** msgrcv(MSG_COPY) is compiled in (CONFIG_CHECKPOINT_RESTORE): errno of the probe, 0 = available. */
+  msgCopyErrno: number;
+  /** msg_next_id can be opened for writing in the namespace (errno, 0 = yes). */
+  nextIdWritableErrno: number;
+  /** Effective capabilities of the namespace thread, as a 64-bit mask in a decimal string. */
+  effectiveCapabilities: string;
+}
+
+/**
+ * A dedicated native thread that joined one IPC namespace. Jobs run on it one at a time,
+ * in the order they were called; no other thread of the process ever enters the namespace.
+ */
+export interface NativeNamespace {
+  /** The path given to openNamespace ('' for the caller's own namespace). */
+  readonly path: string;
+  /** MSG_INFO then MSG_STAT_ANY over every index up to the highest in use. */
+  listQueues(): Promise<QueueStat[]>;
+  /** IPC_STAT of one queue by full id. */
+  statQueue(id: number): Promise<QueueStat>;
+  /**
+   * MSG_COPY of the messages first, first+1, ... into one packed buffer, stopping after
+   * maxCount messages, before maxBytes of packed data would be exceeded (at least one message is
+   * always copied if present), or at the end of the queue.
+   * bufferSize is the starting MSG_COPY buffer size; it grows on E2BIG up to the namespace's msgmax.
+   */
+  copyMessages(id: number, first: number, maxCount: number, maxBytes: number, bufferSize: number): Promise<CopiedBatch>;
+  readSysctls(): Promise<MsgSysctls>;
+  writeSysctl(name: MsgSysctlName, value: number): Promise<void>;
+  /** msg_next_id = id, then msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid; fails (and removes what it made) if the id obtained differs. Resolves to the id. */
+  createQueue(request: CreateQueueRequest): Promise<number>;
+  /** IPC_SET of owner, mode and qbytes. */
+  setQueue(id: number, request: SetQueueRequest): Promise<void>;
+  /** msgsnd(IPC_NOWAIT) of every message in a packed buffer, in order; resolves to how many were sent. */
+  sendMessages(id: number, packed: Buffer, count: number): Promise<number>;
+  /** IPC_RMID. */
+  removeQueue(id: number): Promise<void>;
+  probe(): Promise<NamespaceProbe>;
+  /** Ends the thread. Further calls reject. */
+  close(): Promise<void>;
+}
+
+/** The error shape every native rejection has; lib/errors.ts turns it into IpcCkptError. */
+export interface NativeErrorFields {
+  /** errno name such as 'EPERM', or a project code such as 'E_ID_MISMATCH'. */
+  code: string;
+  /** The errno number, 0 when no system call failed. */
+  errno: number;
+  /** The failing system call, e.g. 'msgget', 'setns', 'open'. */
+  syscall: string;
+  message: string;
+}
+
+export interface NativeBinding {
+  /**
+   * Starts a dedicated thread that opens nsPath (an nsfs file of type IPC; '' = stay in the
+   * caller's own namespace) and setns()es into it. Rejects with ENOTNS-style errors
+   * (code 'E_NOT_IPC_NS') for a file that is not an IPC namespace.
+   */
+  openNamespace(nsPath: string): Promise<NativeNamespace>;
+}
+
+/** Environment variable naming a custom-built addon file, e.g. the cmake-js build. */
+export const ADDON_PATH_ENV = 'IPC_CKPT_ADDON';
+
+const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
+
+let loaded: NativeBinding | undefined;
+
+/** Loads the addon once: $IPC_CKPT_ADDON when set, else node-gyp's build/Release. */
+export function loadNative(): NativeBinding {
+  if (!loaded) {
+    const override = process.env[ADDON_PATH_ENV];
+    const file = override ? path.resolve(override) : path.join(packageRoot, 'build', 'Release', 'ipc_ckpt.node');
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    loaded = require(file) as NativeBinding;
+  }
+  return loaded;
+}
