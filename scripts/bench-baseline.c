@@ -58,10 +58,17 @@ static double now_seconds(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+// VmHWM, not ru_maxrss: ru_maxrss keeps the high-water mark of the parent's image from before exec.
 static long peak_rss_kb(void) {
-  struct rusage usage;
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss;
+  char line[256];
+  long kb = -1;
+  FILE *status = fopen("/proc/self/status", "r");
+  if (status == NULL) die("/proc/self/status");
+  while (fgets(line, sizeof line, status) != NULL) {
+    if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+  }
+  fclose(status);
+  return kb;
 }
 
 static void enter_namespace(const char *path) {
