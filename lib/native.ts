@@ -1,6 +1,7 @@
 // The native addon's surface, declared once: everything in lib/ talks to this interface.
 // The addon makes the system calls and knows nothing of the image format.
 import * as path from 'node:path';
+import { PACKAGE_ROOT } from './package-info';
 
 /** Every field of one queue's msqid64_ds, as MSG_STAT_ANY / IPC_STAT report it. */
 export interface QueueStat {
@@ -147,15 +148,13 @@ export interface NativeBinding {
 /** Environment variable naming a custom-built addon file, e.g. the cmake-js build. */
 export const ADDON_PATH_ENV = 'IPC_CKPT_ADDON';
 
-const packageRoot = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../..' : '..');
-
 let loaded: NativeBinding | undefined;
 
 /** Loads the addon once: $IPC_CKPT_ADDON when set, else node-gyp's build/Release. */
 export function loadNative(): NativeBinding {
   if (!loaded) {
     const override = process.env[ADDON_PATH_ENV];
-    const file = override ? path.resolve(override) : path.join(packageRoot, 'build', 'Release', 'ipc_ckpt.node');
+    const file = override ? path.resolve(override) : path.join(PACKAGE_ROOT, 'build', 'Release', 'ipc_ckpt.node');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     loaded = require(file) as NativeBinding;
   }

@@ -1,0 +1,211 @@
+// The ipc-ckpt command line. Exit codes: 0 success, 1 failure, 2 usage error. Images go to
+// stdout only when asked (-o -); progress, summaries and errors go to stderr.
+import { Command, CommanderError, Option } from 'commander';
+import { SingleBar, Presets } from 'cli-progress';
+import { IpcCkptError } from './errors';
+import { check } from './check';
+import { formatInspectJson, formatInspectTable, inspect } from './inspect';
+import { openImageSource } from './image-input';
+import { PACKAGE_VERSION } from './package-info';
+import { restore, RestoreSummary } from './restore';
+import { save } from './save';
+import type { Target } from './target';
+import { verify } from './verify';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** Show a progress bar only for work this large, and only on a terminal. */
+const PROGRESS_MIN_MESSAGES = 20000;
+
+interface TargetFlags {
+  ns?: string;
+  pid?: string;
+}
+
+function targetOf(flags: TargetFlags): Target {
+  if (flags.pid !== undefined && !/^\d+$/.test(flags.pid)) throw new IpcCkptError('E_USAGE', `-t/--pid takes a process id, not '${flags.pid}'`);
+  return { ns: flags.ns, pid: flags.pid === undefined ? undefined : Number(flags.pid) };
+}
+
+function addTargetOptions(command: Command): Command {
+  return command
+    .addOption(new Option('--ns <path>', 'the IPC namespace file: /proc/PID/ns/ipc or a bind mount of one').conflicts('pid'))
+    .addOption(new Option('-t, --pid <pid>', "the IPC namespace of this process"))
+    .addHelpText('after', '\nWithout --ns or --pid the target is the caller\'s own IPC namespace.');
+}
+
+function humanBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+type ProgressCallback = (p: { messagesDone: number; messagesTotal: number }) => void;
+
+/** A progress bar on stderr for large work on a terminal; nothing otherwise. */
+function progressBar(label: string, quiet: boolean): { onProgress: ProgressCallback; stop: () => void } {
+  if (quiet || !process.stderr.isTTY) return { onProgress: () => undefined, stop: () => undefined };
+  let bar: SingleBar | undefined;
+  return {
+    onProgress: (p) => {
+      if (!bar && p.messagesTotal >= PROGRESS_MIN_MESSAGES) {
+        bar = new SingleBar({ stream: process.stderr, format: `${label} [{bar}] {percentage}% {value}/{total} messages, eta {eta}s`, hideCursor: true }, Presets.shades_classic);
+        bar.start(p.messagesTotal, 0);
+      }
+      bar?.update(p.messagesDone);
+    },
+    stop: () => bar?.stop(),
+  };
+}
+
+function printPlan(summary: RestoreSummary): void {
+  const { plan } = summary;
+  const lines = [`plan for ${plan.target}${summary.dryRun ? ' (dry run: nothing is changed)' : ''}:`];
+  for (const change of plan.during) lines.push(`  raise ${change.name} ${change.from} -> ${change.to} for the duration`);
+  for (const q of plan.queues) {
+    lines.push(`  create queue id ${q.id} key 0x${q.key.toString(16).padStart(8, '0')} mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} creator ${q.cuid}:${q.cgid} qbytes ${q.qbytes}, send ${q.messages} message(s) (${humanBytes(q.messageBytes)})`);
+  }
+  for (const change of plan.final) lines.push(`  set ${change.name} ${change.from} -> ${change.to}`);
+  if (plan.queues.length === 0) lines.push('  (the image holds no queue)');
+  process.stderr.write(`${lines.join('\n')}\n`);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('ipc-ckpt')
+    .description('Checkpoint and restore the SysV message queues of a Linux IPC namespace (v16 image format).')
+    .version(PACKAGE_VERSION)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+
+  addTargetOptions(
+    program
+      .command('save')
+      .description('save every message queue of an IPC namespace into an image (non-destructive: uses MSG_COPY)')
+      .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal)", '-')
+      .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
+      .option('--strict-v16', 'refuse what the v16 layout cannot hold (message types beyond 2^31-1) instead of widening the record')
+      .option('-q, --quiet', 'no progress bar and no summary line'),
+  ).action(async (flags: TargetFlags & { output: string; freeze?: boolean; strictV16?: boolean; quiet?: boolean }) => {
+    if (flags.output === '-' && process.stdout.isTTY) {
+      throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
+    }
+    const bar = progressBar('save', flags.quiet ?? false);
+    try {
+      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, strictV16: flags.strictV16, onProgress: bar.onProgress });
+      bar.stop();
+      if (!flags.quiet) {
+        const where = flags.output === '-' ? 'stdout' : flags.output;
+        const extra = [summary.retries ? `${summary.retries} re-copied after changes` : '', summary.msgmaxRaised ? 'msgmax raised for the copy and put back' : ''].filter(Boolean);
+        process.stderr.write(`saved ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)} of messages in ${summary.seconds.toFixed(2)} s to ${where} (${humanBytes(summary.imageBytes)})${extra.length ? `; ${extra.join('; ')}` : ''}\n`);
+      }
+    } finally {
+      bar.stop();
+    }
+  });
+
+  addTargetOptions(
+    program
+      .command('restore')
+      .description('recreate the queues of an image in an IPC namespace: same ids, keys, owners, modes, qbytes and messages; all or nothing')
+      .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
+      .option('--dry-run', 'validate the image, print the plan, change nothing')
+      .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
+      .option('--strict-v16', 'refuse images that use the widened message record')
+      .option('-q, --quiet', 'no progress bar and no summary line'),
+  ).action(async (flags: TargetFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean }) => {
+    if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
+    const bar = progressBar('restore', flags.quiet ?? false);
+    try {
+      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, onProgress: bar.onProgress });
+      bar.stop();
+      if (flags.dryRun) printPlan(summary);
+      else if (!flags.quiet) {
+        process.stderr.write(
+          `restored ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)} into ${summary.plan.target} in ${summary.seconds.toFixed(2)} s; ` +
+            `not restorable from userspace, left to the kernel: ${summary.notRestored.join(', ')}\n`,
+        );
+      }
+    } finally {
+      bar.stop();
+    }
+  });
+
+  program
+    .command('inspect')
+    .description('show what an image holds (the integrity record is checked)')
+    .argument('[file]', "the image file; '-' or nothing reads stdin", '-')
+    .option('--json', 'one JSON document with every saved field')
+    .option('--messages', "add each message's type, size and body (base64 in JSON, a preview in the table)")
+    .action(async (file: string, flags: { json?: boolean; messages?: boolean }) => {
+      if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
+      const source = await openImageSource(file);
+      try {
+        const report = await inspect(source.read(), { messages: flags.messages });
+        process.stdout.write(flags.json ? `${formatInspectJson(report)}\n` : formatInspectTable(report, { messages: flags.messages }));
+      } finally {
+        await source.close();
+      }
+    });
+
+  addTargetOptions(
+    program
+      .command('verify')
+      .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
+      .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
+      .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni (after restore --keep-limits)'),
+  ).action(async (flags: TargetFlags & { input: string; ignoreLimits?: boolean }) => {
+    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits });
+    const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}`;
+    if (result.equal) {
+      process.stdout.write(`equal: ${result.queues} queue(s), ${result.messages} message(s); ${skipped}\n`);
+    } else {
+      process.stdout.write(`different:\n  ${result.differences.join('\n  ')}\n${skipped}\n`);
+      process.exitCode = EXIT_FAILURE;
+    }
+  });
+
+  addTargetOptions(
+    program
+      .command('check')
+      .description('say whether this kernel and these privileges can save and restore (exit 0 when both can)')
+      .option('--json', 'the findings as JSON'),
+  ).action(async (flags: TargetFlags & { json?: boolean }) => {
+    const result = await check(targetOf(flags));
+    if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    else {
+      for (const f of result.findings) process.stdout.write(`${f.status.padEnd(4)} ${f.subject}: ${f.text}\n`);
+      process.stdout.write(`save: ${result.canSave ? 'can work' : 'cannot work'}; restore: ${result.canRestore ? 'can work' : 'cannot work'}\n`);
+    }
+    if (!result.canSave || !result.canRestore) process.exitCode = EXIT_FAILURE;
+  });
+
+  return program;
+}
+
+/** Runs the CLI; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end through here too, with exit code 0.
+      return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    if (error instanceof IpcCkptError) {
+      process.stderr.write(`ipc-ckpt: ${error.message}${error.code.startsWith('E_') ? '' : ` [${error.code}]`}\n`);
+      return error.code === 'E_USAGE' ? EXIT_USAGE : EXIT_FAILURE;
+    }
+    process.stderr.write(`ipc-ckpt: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    return EXIT_FAILURE;
+  }
+}

@@ -1,0 +1,227 @@
+// Where save writes an image: a file (atomic: temporary file, fsync, rename) or a stream (stdout).
+// Both can take back what was written since a mark, so a queue that changed while it was copied is re-copied.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Writable } from 'node:stream';
+import { ImageDigest } from './image/encoder';
+import { IpcCkptError } from './errors';
+
+/** Write in large buffered chunks: one system call per this many bytes. */
+const WRITE_CHUNK_BYTES = 4 << 20;
+/** A stream can take back at most this much (it cannot seek): beyond it a torn queue fails the save. */
+const STREAM_HOLD_BYTES = 64 << 20;
+
+export interface OutputMark {
+  position: number;
+  digest: ImageDigest;
+}
+
+export abstract class ImageOutput {
+  protected digest = new ImageDigest();
+  /** Bytes written so far, rolled back ones excluded. */
+  position = 0;
+  protected held: Buffer[] = [];
+  protected heldBytes = 0;
+  /** Bytes already handed on below the hold (cannot be taken back by a stream). */
+  protected flushedPosition = 0;
+
+  write(chunk: Buffer): Promise<void> | void {
+    this.digest.update(chunk);
+    this.held.push(chunk);
+    this.heldBytes += chunk.length;
+    this.position += chunk.length;
+    if (this.heldBytes >= this.flushThreshold()) return this.flushHeld();
+  }
+
+  mark(): OutputMark {
+    return { position: this.position, digest: this.digest.copy() };
+  }
+
+  /** Drops every byte written since the mark. */
+  async rollback(mark: OutputMark): Promise<void> {
+    if (mark.position < this.flushedPosition) await this.unflush(mark.position);
+    let keep = mark.position - this.flushedPosition;
+    const kept: Buffer[] = [];
+    for (const chunk of this.held) {
+      if (keep <= 0) break;
+      kept.push(chunk.length <= keep ? chunk : chunk.subarray(0, keep));
+      keep -= chunk.length;
+    }
+    this.held = kept;
+    this.heldBytes = mark.position - this.flushedPosition;
+    this.position = mark.position;
+    this.digest = mark.digest;
+  }
+
+  /** Bytes after the mark that can still be taken back; a stream says when it no longer can. */
+  canRollback(mark: OutputMark): boolean {
+    return mark.position >= this.flushedPosition || this.seekable();
+  }
+
+  /** Everything written so far is final (a queue was copied whole): a stream hands it on now. */
+  async settle(): Promise<void> {
+    if (!this.seekable()) await this.flushHeld();
+  }
+
+  /** The digest of every byte written so far. */
+  currentDigest(): Buffer {
+    return this.digest.copy().digest();
+  }
+
+  protected async flushHeld(): Promise<void> {
+    if (this.heldBytes === 0) return;
+    const chunks = this.held;
+    this.held = [];
+    const bytes = this.heldBytes;
+    this.heldBytes = 0;
+    await this.put(chunks, this.flushedPosition);
+    this.flushedPosition += bytes;
+  }
+
+  protected abstract flushThreshold(): number;
+  protected abstract seekable(): boolean;
+  protected abstract put(chunks: Buffer[], position: number): Promise<void>;
+  protected abstract unflush(position: number): Promise<void>;
+  /** Everything is written and durable; the image becomes visible. */
+  abstract commit(): Promise<void>;
+  /** Nothing of this image remains (a file's temporary is removed; a stream gets no more bytes). */
+  abstract discard(): Promise<void>;
+}
+
+/** A file written as a temporary beside it, fsync'ed and renamed over the path on commit. */
+export class FileImageOutput extends ImageOutput {
+  private constructor(
+    private readonly finalPath: string,
+    private readonly temporaryPath: string,
+    private readonly handle: fs.FileHandle,
+  ) {
+    super();
+  }
+
+  static async create(finalPath: string): Promise<FileImageOutput> {
+    const directory = path.dirname(path.resolve(finalPath));
+    const temporaryPath = path.join(directory, `.${path.basename(finalPath)}.ipc-ckpt-${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(temporaryPath, 'wx', 0o600);
+    } catch (error) {
+      const e = error as NodeJS.ErrnoException;
+      throw new IpcCkptError(e.code ?? 'E_OUTPUT', `cannot create the image beside ${finalPath}: ${e.message}`, { errno: e.errno, syscall: e.syscall, cause: error });
+    }
+    return new FileImageOutput(finalPath, temporaryPath, handle);
+  }
+
+  protected flushThreshold(): number {
+    return WRITE_CHUNK_BYTES;
+  }
+
+  protected seekable(): boolean {
+    return true;
+  }
+
+  protected async put(chunks: Buffer[], position: number): Promise<void> {
+    try {
+      let offset = position;
+      for (const chunk of chunks.length > 1 ? [Buffer.concat(chunks)] : chunks) {
+        let done = 0;
+        while (done < chunk.length) {
+          const { bytesWritten } = await this.handle.write(chunk, done, chunk.length - done, offset + done);
+          done += bytesWritten;
+        }
+        offset += chunk.length;
+      }
+    } catch (error) {
+      throw this.writeError(error);
+    }
+  }
+
+  protected async unflush(position: number): Promise<void> {
+    await this.handle.truncate(position);
+    this.flushedPosition = position;
+  }
+
+  private writeError(error: unknown): IpcCkptError {
+    const e = error as NodeJS.ErrnoException;
+    return new IpcCkptError(e.code ?? 'E_OUTPUT', `writing the image to ${this.finalPath}: ${e.message}`, { errno: e.errno, syscall: e.syscall, cause: error });
+  }
+
+  async commit(): Promise<void> {
+    await this.flushHeld();
+    try {
+      await this.handle.truncate(this.position);
+      await this.handle.sync();
+      await this.handle.close();
+      await fs.rename(this.temporaryPath, this.finalPath);
+    } catch (error) {
+      await this.discard();
+      throw this.writeError(error);
+    }
+    // The rename is durable only once the directory is synced.
+    const directory = await fs.open(path.dirname(path.resolve(this.finalPath)), 'r');
+    try {
+      await directory.sync();
+    } finally {
+      await directory.close();
+    }
+  }
+
+  async discard(): Promise<void> {
+    await this.handle.close().catch(() => undefined);
+    await fs.unlink(this.temporaryPath).catch(() => undefined);
+  }
+}
+
+/** A stream such as stdout: holds back up to STREAM_HOLD_BYTES so a torn queue can be re-copied. */
+export class StreamImageOutput extends ImageOutput {
+  private failed: Error | undefined;
+
+  constructor(private readonly stream: Writable) {
+    super();
+    stream.on('error', (error) => {
+      this.failed = error;
+    });
+  }
+
+  protected flushThreshold(): number {
+    return STREAM_HOLD_BYTES;
+  }
+
+  protected seekable(): boolean {
+    return false;
+  }
+
+  protected async put(chunks: Buffer[]): Promise<void> {
+    for (const chunk of chunks) {
+      if (this.failed) throw this.streamError(this.failed);
+      if (!this.stream.write(chunk)) {
+        await new Promise<void>((resolve, reject) => {
+          const onError = (error: Error) => reject(this.streamError(error));
+          this.stream.once('drain', () => {
+            this.stream.off('error', onError);
+            resolve();
+          });
+          this.stream.once('error', onError);
+        });
+      }
+    }
+  }
+
+  private streamError(error: Error): IpcCkptError {
+    const e = error as NodeJS.ErrnoException;
+    return new IpcCkptError(e.code ?? 'E_OUTPUT', `writing the image to the output stream: ${e.message}`, { cause: error });
+  }
+
+  protected async unflush(): Promise<void> {
+    throw new IpcCkptError('E_TORN', 'a queue changed while it was copied, and the part already written to the stream cannot be taken back');
+  }
+
+  async commit(): Promise<void> {
+    await this.flushHeld();
+  }
+
+  async discard(): Promise<void> {
+    this.held = [];
+    this.heldBytes = 0;
+  }
+}

@@ -1,0 +1,307 @@
+// restore: input -> decoder + validation of the whole image -> plan -> native batch writes in the
+// target namespace -> verification. All-or-nothing: a failure removes what this restore created
+// and puts every sysctl back (a guardian process does it if this process is killed).
+import type { Readable } from 'node:stream';
+import { IpcCkptError } from './errors';
+import { decodeImage } from './image/decoder';
+import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
+import { ImageSource, openImageSource } from './image-input';
+import { openNamespace } from './namespace';
+import { MsgSysctlName, MsgSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
+import { RollbackGuardian } from './rollback-guardian';
+import { resolveTarget, ResolvedTarget, Target } from './target';
+
+export interface RestoreOptions {
+  /** Print the plan, change nothing. */
+  dryRun?: boolean;
+  /** Leave the target's own msgmax/msgmnb/msgmni instead of the image's. */
+  keepLimits?: boolean;
+  strictV16?: boolean;
+  onProgress?: (progress: { queuesDone: number; queuesTotal: number; messagesDone: number; messagesTotal: number }) => void;
+}
+
+/** Queue fields a userspace restore cannot set: saved in the image, not restored. */
+export const NOT_RESTORABLE_FIELDS = ['stime', 'rtime', 'ctime', 'lspid', 'lrpid'] as const;
+
+/** What the validation pass learns of one queue. */
+export interface ImageQueue {
+  record: QueueRecord;
+  messages: number;
+  messageBytes: number;
+  largestMessage: number;
+}
+
+/** What the validation pass learns of the whole image, in O(queues) memory. */
+export interface ImageSummary {
+  header: ImageHeader;
+  limits: NamespaceLimits;
+  queues: ImageQueue[];
+  digest: string;
+}
+
+export interface SysctlChange {
+  name: MsgSysctlName;
+  from: number;
+  to: number;
+}
+
+export interface RestorePlan {
+  target: string;
+  queues: Array<{ id: number; key: number; mode: number; uid: number; gid: number; cuid: number; cgid: number; qbytes: number; messages: number; messageBytes: number }>;
+  /** Raised for the duration of the restore, then set to `final`. */
+  during: SysctlChange[];
+  /** The namespace's limits once restored. */
+  final: SysctlChange[];
+  conflicts: string[];
+}
+
+export interface RestoreSummary {
+  plan: RestorePlan;
+  dryRun: boolean;
+  queues: number;
+  messages: number;
+  messageBytes: number;
+  seconds: number;
+  notRestored: readonly string[];
+}
+
+/** The most a queue's qbytes must be while its messages are sent: msgsnd wants cbytes and qnum to fit. */
+function sendingQbytes(queue: ImageQueue): number {
+  return Math.max(Number(queue.record.qbytes), queue.messageBytes, queue.messages);
+}
+
+/** Reads the whole image once, checking everything (integrity record included), keeping only the queue list. */
+export async function summarizeImage(source: ImageSource, strictV16 = false): Promise<ImageSummary> {
+  let header: ImageHeader | undefined;
+  let limits: NamespaceLimits | undefined;
+  const queues: ImageQueue[] = [];
+  for await (const event of decodeImage(source.read(), { strictV16 })) {
+    switch (event.kind) {
+      case 'header':
+        header = event.header;
+        break;
+      case 'limits':
+        limits = event.limits;
+        break;
+      case 'queue':
+        queues.push({ record: event.queue, messages: 0, messageBytes: 0, largestMessage: 0 });
+        break;
+      case 'messages': {
+        const queue = queues[queues.length - 1];
+        let offset = 0;
+        for (let i = 0; i < event.count; i++) {
+          const size = event.packed.readUInt32LE(offset + 8);
+          if (size > queue.largestMessage) queue.largestMessage = size;
+          offset += PACKED_MESSAGE_HEADER_BYTES + size;
+        }
+        queue.messages += event.count;
+        queue.messageBytes += offset - event.count * PACKED_MESSAGE_HEADER_BYTES;
+        break;
+      }
+      case 'end':
+        if (!header || !limits) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} has no header or namespace record`);
+        return { header, limits, queues, digest: event.digest.toString('hex') };
+    }
+  }
+  throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} ended before its TAIL record`);
+}
+
+const LIMIT_NAMES = ['msgmax', 'msgmnb', 'msgmni'] as const;
+
+function imageLimit(limits: NamespaceLimits, name: (typeof LIMIT_NAMES)[number]): number {
+  return name === 'msgmax' ? limits.msgCtlmax : name === 'msgmnb' ? limits.msgCtlmnb : limits.msgCtlmni;
+}
+
+/** Decides every change before the first one is made; conflicts are all found here. */
+export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: MsgSysctls, target: ResolvedTarget, keepLimits: boolean): RestorePlan {
+  const conflicts: string[] = [];
+  const byIndex = new Map(existing.map((q) => [q.index, q]));
+  const byKey = new Map(existing.filter((q) => q.key !== 0).map((q) => [q.key, q]));
+  for (const { record } of image.queues) {
+    const hex = `0x${record.key.toString(16).padStart(8, '0')}`;
+    const taken = byIndex.get(record.id % 32768);
+    if (taken) conflicts.push(`id ${record.id} (key ${hex}): slot ${record.id % 32768} is taken by queue ${taken.id} (key 0x${taken.key.toString(16).padStart(8, '0')})`);
+    const sameKey = record.key !== 0 ? byKey.get(record.key) : undefined;
+    if (sameKey && sameKey !== taken) conflicts.push(`id ${record.id}: key ${hex} is already used by queue ${sameKey.id}`);
+  }
+  const needed: Record<(typeof LIMIT_NAMES)[number], number> = {
+    msgmax: Math.max(0, ...image.queues.map((q) => q.largestMessage)),
+    msgmnb: Math.max(0, ...image.queues.map(sendingQbytes)),
+    msgmni: existing.length + image.queues.length,
+  };
+  const during: SysctlChange[] = [];
+  const final: SysctlChange[] = [];
+  for (const name of LIMIT_NAMES) {
+    const current = sysctls[name];
+    const duringValue = Math.max(current, needed[name]);
+    if (duringValue !== current) during.push({ name, from: current, to: duringValue });
+    const finalValue = keepLimits ? current : imageLimit(image.limits, name);
+    if (finalValue !== duringValue) final.push({ name, from: duringValue, to: finalValue });
+  }
+  return {
+    target: target.label,
+    queues: image.queues.map((q) => ({
+      id: q.record.id,
+      key: q.record.key,
+      mode: q.record.mode,
+      uid: q.record.uid,
+      gid: q.record.gid,
+      cuid: q.record.cuid,
+      cgid: q.record.cgid,
+      qbytes: Number(q.record.qbytes),
+      messages: q.messages,
+      messageBytes: q.messageBytes,
+    })),
+    during,
+    final,
+    conflicts,
+  };
+}
+
+/** Where tests make a restore fail midway: IPC_CKPT_TEST_FAULT=after-queue:N fails once N queues exist. */
+function injectedFault(queuesCreated: number): void {
+  const fault = /^after-queue:(\d+)$/.exec(process.env.IPC_CKPT_TEST_FAULT ?? '');
+  if (fault && queuesCreated === Number(fault[1])) {
+    throw new IpcCkptError('E_INTERNAL', `injected fault after ${queuesCreated} queue(s) (IPC_CKPT_TEST_FAULT)`);
+  }
+}
+
+/** One restore's changes to the target, undone by rollback(). */
+class RestoreRun {
+  private readonly created: number[] = [];
+  private readonly originals = new Map<MsgSysctlName, number>();
+  readonly guardian: RollbackGuardian;
+  messages = 0;
+  messageBytes = 0;
+
+  constructor(
+    private readonly ns: NativeNamespace,
+    target: ResolvedTarget,
+    private readonly options: RestoreOptions,
+  ) {
+    this.guardian = RollbackGuardian.start(target);
+  }
+
+  async setSysctl(change: SysctlChange): Promise<void> {
+    if (!this.originals.has(change.name)) {
+      this.originals.set(change.name, change.from);
+      await this.guardian.registerSysctl(change.name, change.from);
+    }
+    await this.ns.writeSysctl(change.name, change.to);
+  }
+
+  async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
+    for (const change of plan.during) await this.setSysctl(change);
+    const total = { queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0) };
+    let index = -1;
+    let queue: ImageQueue | undefined;
+    for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16 })) {
+      if (event.kind === 'queue') {
+        if (queue) await this.finishQueue(queue);
+        queue = image.queues[++index];
+        await this.createQueue(queue, event.queue);
+      } else if (event.kind === 'messages' && queue) {
+        const sent = await this.ns.sendMessages(queue.record.id, event.packed, event.count);
+        this.messages += sent;
+        this.messageBytes += event.packed.length - sent * PACKED_MESSAGE_HEADER_BYTES;
+        this.options.onProgress?.({ ...total, queuesDone: index, messagesDone: this.messages });
+      } else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) {
+        throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+      }
+    }
+    if (queue) await this.finishQueue(queue);
+    if (index !== image.queues.length - 1) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+    for (const change of plan.final) await this.setSysctl(change);
+    await this.checkCreated(image);
+  }
+
+  private async createQueue(queue: ImageQueue | undefined, record: QueueRecord): Promise<void> {
+    if (!queue || queue.record.id !== record.id) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
+    const id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid });
+    this.created.push(id);
+    await this.guardian.registerQueue(id);
+    injectedFault(this.created.length);
+    await this.ns.setQueue(id, { uid: record.uid, gid: record.gid, mode: record.mode, qbytes: sendingQbytes(queue) });
+  }
+
+  private async finishQueue(queue: ImageQueue): Promise<void> {
+    const { record } = queue;
+    if (sendingQbytes(queue) !== Number(record.qbytes)) {
+      await this.ns.setQueue(record.id, { uid: record.uid, gid: record.gid, mode: record.mode, qbytes: Number(record.qbytes) });
+    }
+  }
+
+  /** Every created queue holds what the image says, field by restorable field. */
+  private async checkCreated(image: ImageSummary): Promise<void> {
+    for (const { record, messages, messageBytes } of image.queues) {
+      const stat = await this.ns.statQueue(record.id);
+      const expected = { key: record.key, uid: record.uid, gid: record.gid, cuid: record.cuid, cgid: record.cgid, mode: record.mode, qbytes: Number(record.qbytes), qnum: messages, cbytes: messageBytes };
+      for (const [field, value] of Object.entries(expected)) {
+        const got = stat[field as keyof QueueStat];
+        if (got !== value) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} has ${field} ${String(got)}, the image says ${value}`);
+      }
+    }
+  }
+
+  /** Removes what this restore created and puts every sysctl back, newest first. */
+  async rollback(): Promise<string[]> {
+    const problems: string[] = [];
+    for (const id of this.created.reverse()) {
+      try {
+        await this.ns.removeQueue(id);
+        await this.guardian.forgetQueue(id);
+      } catch (error) {
+        problems.push(`queue ${id}: ${(error as Error).message}`);
+      }
+    }
+    for (const [name, value] of [...this.originals].reverse()) {
+      try {
+        await this.ns.writeSysctl(name, value);
+      } catch (error) {
+        problems.push(`${name}: ${(error as Error).message}`);
+      }
+    }
+    return problems;
+  }
+}
+
+/** Restores an image (a file path, '-' for stdin, or a stream) into the target namespace. */
+export async function restore(target: Target | undefined, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions = {}): Promise<RestoreSummary> {
+  const started = process.hrtime.bigint();
+  const resolved = resolveTarget(target);
+  const source = await openImageSource(input);
+  try {
+    const image = await summarizeImage(source, options.strictV16);
+    const ns = await openNamespace(resolved);
+    try {
+      const plan = planRestore(image, await ns.listQueues(), await ns.readSysctls(), resolved, options.keepLimits ?? false);
+      if (plan.conflicts.length > 0) {
+        throw new IpcCkptError('E_CONFLICT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.conflicts.join('\n  ')}`);
+      }
+      const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS };
+      if (!options.dryRun) {
+        const run = new RestoreRun(ns, resolved, options);
+        try {
+          await run.apply(plan, image, source);
+        } catch (error) {
+          const problems = await run.rollback();
+          await run.guardian.finish();
+          if (problems.length > 0 && error instanceof Error) {
+            error.message += `\nrolling back also failed:\n  ${problems.join('\n  ')}`;
+          }
+          throw error;
+        }
+        await run.guardian.finish();
+        summary.queues = image.queues.length;
+        summary.messages = run.messages;
+        summary.messageBytes = run.messageBytes;
+      }
+      summary.seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      return summary;
+    } finally {
+      await ns.close();
+    }
+  } finally {
+    await source.close();
+  }
+}

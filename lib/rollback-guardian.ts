@@ -1,0 +1,97 @@
+// A watcher process that undoes our changes to a namespace if this process dies before it is done
+// (SIGKILL included): it puts raised sysctls back and removes the queues a restore created.
+import { spawn, ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createInterface, Interface } from 'node:readline';
+import { IpcCkptError } from './errors';
+import type { MsgSysctlName } from './native';
+import type { ResolvedTarget } from './target';
+
+// Reads "file VALUE PATH" / "queue ID" / "forget ID" registrations and acks each; "done" ends it
+// quietly; EOF (we died) removes the queues and writes every registered file back, newest first.
+const GUARDIAN_SCRIPT = `
+trap '' INT TERM HUP PIPE
+files=''
+queues=''
+n=0
+while read -r verb value rest; do
+  case "$verb" in
+    file) n=$((n+1)); eval "value_$n=\\$value; path_$n=\\$rest"; files="$n $files" ;;
+    queue) queues="$value $queues" ;;
+    forget) queues=$(echo " $queues " | sed "s/ $value / /") ;;
+    done) exit 0 ;;
+  esac
+  echo ok
+done
+for id in $queues; do ipcrm -q "$id" 2>/dev/null; done
+for i in $files; do eval "printf '%s\\n' \\"\\$value_$i\\" > \\"\\$path_$i\\""; done
+exit 0
+`;
+
+export class RollbackGuardian {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly acks: Interface;
+  private readonly pending: Array<(line: string) => void> = [];
+  private finished = false;
+
+  private constructor(target: ResolvedTarget) {
+    const command = target.nsPath === '' ? ['sh', '-c', GUARDIAN_SCRIPT] : ['nsenter', `--ipc=${target.nsPath}`, 'sh', '-c', GUARDIAN_SCRIPT];
+    // Its own process group: a Ctrl-C or kill of our group must not take the guardian down with us.
+    this.child = spawn(command[0], command.slice(1), { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.unref();
+    this.acks = createInterface({ input: this.child.stdout });
+    this.acks.on('line', (line) => this.pending.shift()?.(line));
+    this.child.on('exit', () => {
+      for (const reply of this.pending.splice(0)) reply('exited');
+    });
+    this.child.on('error', () => {
+      for (const reply of this.pending.splice(0)) reply('exited');
+    });
+  }
+
+  static start(target: ResolvedTarget): RollbackGuardian {
+    return new RollbackGuardian(target);
+  }
+
+  private async send(line: string): Promise<void> {
+    if (this.finished) throw new IpcCkptError('E_INTERNAL', 'rollback guardian already finished');
+    const reply = new Promise<string>((resolve) => this.pending.push(resolve));
+    this.child.stdin.write(`${line}\n`);
+    if ((await reply) !== 'ok') {
+      throw new IpcCkptError('E_INTERNAL', 'the rollback guardian process did not start (nsenter and sh are needed)');
+    }
+  }
+
+  /** Call before changing a file such as a sysctl or a freezer state: the guardian writes the value back if we die. */
+  registerFileRestore(filePath: string, originalValue: string): Promise<void> {
+    if (/\s/.test(originalValue) || filePath.includes('\n')) throw new IpcCkptError('E_INTERNAL', `cannot guard ${filePath}`);
+    return this.send(`file ${originalValue} ${filePath}`);
+  }
+
+  /** The guardian puts a sysctl of the namespace back if we die. */
+  registerSysctl(name: MsgSysctlName, originalValue: number): Promise<void> {
+    return this.registerFileRestore(`/proc/sys/kernel/${name}`, String(Math.trunc(originalValue)));
+  }
+
+  /** Call right after a queue was created: the guardian removes it if we die. */
+  registerQueue(id: number): Promise<void> {
+    return this.send(`queue ${Math.trunc(id)}`);
+  }
+
+  /** The queue was removed by us already. */
+  forgetQueue(id: number): Promise<void> {
+    return this.send(`forget ${Math.trunc(id)}`);
+  }
+
+  /** Our own work is complete (or rolled back by us): the guardian exits without touching anything. */
+  async finish(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    const exited = new Promise<void>((resolve) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) resolve();
+      else this.child.once('exit', () => resolve());
+    });
+    this.child.stdin.end('done\n');
+    await exited;
+    this.acks.close();
+  }
+}

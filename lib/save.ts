@@ -1,0 +1,339 @@
+// save: every message queue of a namespace -> native batch copies (MSG_COPY, non-destructive) ->
+// encoder -> output. A queue that changes while it is copied is detected and copied again.
+import * as os from 'node:os';
+import type { Writable } from 'node:stream';
+import { IpcCkptError } from './errors';
+import { ImageEncoder } from './image/encoder';
+import { ARCH_X86_64 } from './image/layout';
+import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
+import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output';
+import { FrozenCgroup } from './freezer';
+import { openNamespace } from './namespace';
+import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat, MsgSysctls } from './native';
+import { RollbackGuardian } from './rollback-guardian';
+import { resolveTarget, ResolvedTarget, Target } from './target';
+
+export interface SaveOptions {
+  /** Freeze the target pid's cgroup for the duration of the save (always thawed). */
+  freeze?: boolean;
+  /** Refuse what v16 cannot hold (message types beyond s32) instead of widening the record. */
+  strictV16?: boolean;
+  /** Copies of one queue before a queue that keeps changing fails the save. */
+  maxAttempts?: number;
+  /** Progress callback, called after each batch. */
+  onProgress?: (progress: SaveProgress) => void;
+  /** Packed bytes per native copy batch. */
+  batchBytes?: number;
+}
+
+export interface SaveProgress {
+  queuesDone: number;
+  queuesTotal: number;
+  messagesDone: number;
+  messagesTotal: number;
+}
+
+export interface SaveSummary {
+  queues: number;
+  messages: number;
+  /** Message body bytes. */
+  messageBytes: number;
+  imageBytes: number;
+  seconds: number;
+  /** Queue copies that were thrown away because the queue changed meanwhile. */
+  retries: number;
+  /** The namespace's msgmax was raised for the copy and put back. */
+  msgmaxRaised: boolean;
+  /** SHA-256 of the image before its integrity record, hex. */
+  digest: string;
+}
+
+const DEFAULT_MAX_ATTEMPTS = 5;
+const DEFAULT_BATCH_BYTES = 4 << 20;
+/** Messages per native copy batch, besides the byte bound. */
+const BATCH_MESSAGES = 16384;
+/** The smallest MSG_COPY buffer worth passing. */
+const MIN_COPY_BUFFER = 64;
+/** Attempts at the whole namespace when queues appear or vanish during the save. */
+const NAMESPACE_ATTEMPTS = 3;
+
+const FREEZE_ADVICE =
+  'Stop the workload from changing it during the save: `ipc-ckpt save --freeze -t PID` freezes its cgroup, ' +
+  'or pause it yourself (`docker pause CONTAINER`, or write FROZEN/1 to its cgroup freezer) and save again.';
+
+/** A queue that changed under us: the copy is thrown away and made again. */
+class QueueChanged extends Error {}
+
+function sameStat(a: QueueStat, b: QueueStat): boolean {
+  return (
+    a.id === b.id && a.key === b.key && a.uid === b.uid && a.gid === b.gid && a.cuid === b.cuid && a.cgid === b.cgid &&
+    a.mode === b.mode && a.stime === b.stime && a.rtime === b.rtime && a.ctime === b.ctime && a.cbytes === b.cbytes &&
+    a.qnum === b.qnum && a.qbytes === b.qbytes && a.lspid === b.lspid && a.lrpid === b.lrpid
+  );
+}
+
+export function queueRecordFromStat(stat: QueueStat): QueueRecord {
+  return {
+    id: stat.id,
+    key: stat.key,
+    uid: stat.uid,
+    gid: stat.gid,
+    cuid: stat.cuid,
+    cgid: stat.cgid,
+    mode: stat.mode,
+    seq: stat.seq,
+    stime: stat.stime,
+    rtime: stat.rtime,
+    ctime: stat.ctime,
+    cbytes: BigInt(stat.cbytes),
+    qnum: BigInt(stat.qnum),
+    qbytes: BigInt(stat.qbytes),
+    lspid: stat.lspid,
+    lrpid: stat.lrpid,
+  };
+}
+
+export function limitsFromSysctls(sysctls: MsgSysctls): NamespaceLimits {
+  const extra = sysctls as Partial<Record<string, number | bigint>>;
+  return {
+    shmCtlmax: BigInt(extra.shmmax ?? 0),
+    shmCtlall: BigInt(extra.shmall ?? 0),
+    shmCtlmni: Number(extra.shmmni ?? 0),
+    msgCtlmax: sysctls.msgmax,
+    msgCtlmnb: sysctls.msgmnb,
+    msgCtlmni: sysctls.msgmni,
+    semCtlMsl: Number(extra.semmsl ?? 0),
+    semCtlMns: Number(extra.semmns ?? 0),
+    semCtlOpm: Number(extra.semopm ?? 0),
+    semCtlMni: Number(extra.semmni ?? 0),
+  };
+}
+
+export function hostHeader(time: bigint): ImageHeader {
+  const release = os.release();
+  const [major = 0, minor = 0, patch = 0] = (/^(\d+)\.(\d+)(?:\.(\d+))?/.exec(release) ?? []).slice(1).map((n) => Number(n ?? 0));
+  return { kernelRelease: release, kernelVersion: os.version(), machine: os.machine(), major, minor, patch, archId: ARCH_X86_64, time, uflags: 0n };
+}
+
+/** Offset just past the first packed message, and the message's bytes. */
+function firstPackedMessage(data: Buffer): Buffer {
+  return data.subarray(0, PACKED_MESSAGE_HEADER_BYTES + data.readUInt32LE(8));
+}
+
+function lastPackedMessage(data: Buffer, count: number): Buffer {
+  let offset = 0;
+  for (let i = 0; i < count - 1; i++) offset += PACKED_MESSAGE_HEADER_BYTES + data.readUInt32LE(offset + 8);
+  return data.subarray(offset, offset + PACKED_MESSAGE_HEADER_BYTES + data.readUInt32LE(offset + 8));
+}
+
+function packedBodyBytes(data: Buffer, count: number): number {
+  return data.length - count * PACKED_MESSAGE_HEADER_BYTES;
+}
+
+/** One save: the namespace session, the output and what was raised, undone in finish(). */
+class SaveRun {
+  private readonly encoder: ImageEncoder;
+  private guardian: RollbackGuardian | undefined;
+  private originalMsgmax: number | undefined;
+  private currentMsgmax = 0;
+  private copyBufferSize = MIN_COPY_BUFFER;
+  readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, msgmaxRaised: false, digest: '' };
+  private progress: SaveProgress = { queuesDone: 0, queuesTotal: 0, messagesDone: 0, messagesTotal: 0 };
+
+  constructor(
+    private readonly ns: NativeNamespace,
+    private readonly target: ResolvedTarget,
+    private readonly output: ImageOutput,
+    private readonly options: SaveOptions,
+  ) {
+    this.encoder = new ImageEncoder({ strictV16: options.strictV16 });
+  }
+
+  /** The guardian puts back what we raise or freeze if this process dies midway. */
+  guard(): RollbackGuardian {
+    this.guardian ??= RollbackGuardian.start(this.target);
+    return this.guardian;
+  }
+
+  async saveNamespace(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const start = this.output.mark();
+      const sysctls = await this.ns.readSysctls();
+      this.currentMsgmax = sysctls.msgmax;
+      const limits = limitsFromSysctls(this.originalMsgmax === undefined ? sysctls : { ...sysctls, msgmax: this.originalMsgmax });
+      const queues = await this.ns.listQueues();
+      this.progress = { queuesDone: 0, queuesTotal: queues.length, messagesDone: 0, messagesTotal: queues.reduce((n, q) => n + q.qnum, 0) };
+      await this.output.write(this.encoder.header(hostHeader(BigInt(Math.floor(Date.now() / 1000)))));
+      await this.output.write(this.encoder.limits(limits));
+      await this.output.write(this.encoder.msgSection(queues.length));
+      try {
+        for (const listed of queues) await this.saveQueue(listed);
+        const after = (await this.ns.listQueues()).map((q) => q.id).join();
+        if (after !== queues.map((q) => q.id).join()) throw new QueueChanged('queues were created or removed during the save');
+      } catch (error) {
+        if (!(error instanceof QueueChanged)) throw error;
+        if (attempt >= NAMESPACE_ATTEMPTS || !this.output.canRollback(start)) {
+          throw new IpcCkptError('E_TORN', `${this.target.label} kept changing during the save (${error.message}). ${FREEZE_ADVICE}`);
+        }
+        this.summary.retries++;
+        await this.output.rollback(start);
+        continue;
+      }
+      this.summary.queues = queues.length;
+      const digest = this.output.currentDigest();
+      this.summary.digest = digest.toString('hex');
+      await this.output.write(this.encoder.trailer(digest));
+      return;
+    }
+  }
+
+  private async saveQueue(listed: QueueStat): Promise<void> {
+    const maxAttempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    for (let attempt = 1; ; attempt++) {
+      const mark = this.output.mark();
+      const before = { messages: this.summary.messages, bytes: this.summary.messageBytes, progress: this.progress.messagesDone };
+      try {
+        await this.copyQueue(listed);
+        await this.output.settle();
+        this.progress.queuesDone++;
+        this.report();
+        return;
+      } catch (error) {
+        if (!(error instanceof QueueChanged)) throw error;
+        if (attempt >= maxAttempts || !this.output.canRollback(mark)) {
+          throw new IpcCkptError('E_TORN', `queue ${listed.id} (key 0x${listed.key.toString(16)}) in ${this.target.label} kept changing while it was copied (${error.message}; ${attempt} attempt(s)). ${FREEZE_ADVICE}`);
+        }
+        this.summary.retries++;
+        this.summary.messages = before.messages;
+        this.summary.messageBytes = before.bytes;
+        this.progress.messagesDone = before.progress;
+        await this.output.rollback(mark);
+        await new Promise((resolve) => setTimeout(resolve, attempt * 10));
+      }
+    }
+  }
+
+  private async statOrVanished(id: number): Promise<QueueStat> {
+    try {
+      return await this.ns.statQueue(id);
+    } catch (error) {
+      if (error instanceof IpcCkptError && (error.code === 'EINVAL' || error.code === 'EIDRM')) throw new QueueChanged(`queue ${id} was removed`);
+      throw error;
+    }
+  }
+
+  /** Copies one queue; throws QueueChanged when what was copied may not be a state the queue had. */
+  private async copyQueue(listed: QueueStat): Promise<void> {
+    const stat = await this.statOrVanished(listed.id);
+    if (stat.qnum > 0) this.copyBufferSize = Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, stat.cbytes / stat.qnum))));
+    await this.output.write(this.encoder.queue(queueRecordFromStat(stat)));
+    let copied = 0;
+    let last: Buffer | undefined;
+    while (copied < stat.qnum) {
+      // Each batch after the first starts by copying the previous batch's last message again:
+      // if it moved, messages before it were received meanwhile.
+      const first = last ? copied - 1 : copied;
+      const want = Math.min(BATCH_MESSAGES, stat.qnum - first);
+      const batch = await this.copyBatch(stat, first, want);
+      if (!sameStat(batch.statBefore, stat) || !sameStat(batch.statAfter, stat)) throw new QueueChanged('its stat changed');
+      let data = batch.data;
+      let count = batch.count;
+      if (last) {
+        if (count === 0 || !firstPackedMessage(data).equals(last)) throw new QueueChanged('its messages moved');
+        data = data.subarray(last.length);
+        count--;
+      }
+      if (count === 0) throw new QueueChanged('it ended early');
+      last = Buffer.from(lastPackedMessage(data, count));
+      await this.output.write(this.encoder.messagesFromPacked(data, count));
+      copied += count;
+      this.summary.messages += count;
+      this.summary.messageBytes += packedBodyBytes(data, count);
+      this.progress.messagesDone += count;
+      this.report();
+    }
+    // The last message must still be the last one, and the stat unchanged, once everything is copied.
+    if (last) {
+      const check = await this.copyBatch(stat, copied - 1, 2);
+      if (check.count !== 1 || !check.end || !firstPackedMessage(check.data).equals(last) || !sameStat(check.statAfter, stat)) {
+        throw new QueueChanged('its tail changed');
+      }
+    } else if (!sameStat(await this.statOrVanished(stat.id), stat)) {
+      throw new QueueChanged('its stat changed');
+    }
+  }
+
+  private async copyBatch(stat: QueueStat, first: number, count: number) {
+    for (;;) {
+      try {
+        const batch = await this.ns.copyMessages(stat.id, first, count, this.options.batchBytes ?? DEFAULT_BATCH_BYTES, Math.min(this.copyBufferSize, this.currentMsgmax));
+        this.copyBufferSize = batch.bufferSize;
+        return batch;
+      } catch (error) {
+        if (error instanceof IpcCkptError && (error.code === 'EINVAL' || error.code === 'EIDRM')) throw new QueueChanged(`queue ${stat.id} was removed`);
+        // A message larger than today's msgmax cannot be copied until msgmax is raised.
+        if (error instanceof IpcCkptError && error.code === 'E2BIG' && this.currentMsgmax < stat.cbytes) {
+          await this.raiseMsgmax(stat.cbytes);
+          continue;
+        }
+        throw error;
+      }
+    }
+  }
+
+  private async raiseMsgmax(value: number): Promise<void> {
+    if (this.originalMsgmax === undefined) {
+      this.originalMsgmax = this.currentMsgmax;
+      await this.guard().registerSysctl('msgmax', this.originalMsgmax);
+    }
+    await this.ns.writeSysctl('msgmax', value);
+    this.currentMsgmax = value;
+    this.summary.msgmaxRaised = true;
+  }
+
+  private report(): void {
+    this.options.onProgress?.({ ...this.progress });
+  }
+
+  /** Puts back what was raised and ends the guardian; runs on success and failure. */
+  async finish(): Promise<void> {
+    try {
+      if (this.originalMsgmax !== undefined) await this.ns.writeSysctl('msgmax', this.originalMsgmax);
+    } finally {
+      await this.guardian?.finish();
+    }
+  }
+}
+
+/** Saves every queue of the target namespace into output (a file path, '-' for stdout, or a stream). */
+export async function save(target: Target | undefined, output: string | Writable, options: SaveOptions = {}): Promise<SaveSummary> {
+  const started = process.hrtime.bigint();
+  const resolved = resolveTarget(target);
+  if (options.freeze && resolved.pid === undefined) {
+    throw new IpcCkptError('E_USAGE', '--freeze needs the target as a pid (-t PID or --ns /proc/PID/ns/ipc): it freezes that process\'s cgroup');
+  }
+  const ns = await openNamespace(resolved);
+  let imageOutput: ImageOutput | undefined;
+  let run: SaveRun | undefined;
+  let frozen: FrozenCgroup | undefined;
+  let committed = false;
+  try {
+    imageOutput = typeof output === 'string' && output !== '-' ? await FileImageOutput.create(output) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output);
+    run = new SaveRun(ns, resolved, imageOutput, options);
+    if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, run.guard());
+    await run.saveNamespace();
+    run.summary.imageBytes = imageOutput.position;
+    await imageOutput.commit();
+    committed = true;
+  } finally {
+    try {
+      if (frozen) await frozen.thaw();
+      await run?.finish();
+      if (!committed) await imageOutput?.discard();
+    } finally {
+      await ns.close();
+    }
+  }
+  run.summary.seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return run.summary;
+}

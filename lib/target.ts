@@ -1,0 +1,50 @@
+// Which IPC namespace a command acts on: --ns PATH, -t/--pid PID, or the caller's own.
+import { existsSync, readlinkSync, statSync } from 'node:fs';
+import { IpcCkptError } from './errors';
+
+export interface Target {
+  /** An nsfs file of type IPC: /proc/PID/ns/ipc or a bind mount made by `unshare --ipc=FILE`. */
+  ns?: string;
+  /** A process whose IPC namespace is the target. */
+  pid?: number;
+}
+
+export interface ResolvedTarget {
+  /** The path handed to the native layer; '' means the caller's own namespace. */
+  nsPath: string;
+  /** The pid, when the target was given as one (the freezer needs it). */
+  pid?: number;
+  /** How messages name the target. */
+  label: string;
+}
+
+export function resolveTarget(target: Target = {}): ResolvedTarget {
+  if (target.ns !== undefined && target.pid !== undefined) {
+    throw new IpcCkptError('E_USAGE', 'give either --ns or --pid, not both');
+  }
+  if (target.pid !== undefined) {
+    if (!Number.isSafeInteger(target.pid) || target.pid <= 0) {
+      throw new IpcCkptError('E_USAGE', `--pid takes a positive process id, not ${String(target.pid)}`);
+    }
+    const nsPath = `/proc/${target.pid}/ns/ipc`;
+    if (!existsSync(`/proc/${target.pid}`)) {
+      throw new IpcCkptError('E_TARGET', `no process with pid ${target.pid} (${nsPath} does not exist)`);
+    }
+    return { nsPath, pid: target.pid, label: nsPath };
+  }
+  if (target.ns !== undefined) {
+    if (target.ns === '') throw new IpcCkptError('E_USAGE', '--ns takes a path');
+    if (!existsSync(target.ns)) throw new IpcCkptError('E_TARGET', `${target.ns} does not exist`);
+    if (statSync(target.ns).isDirectory()) {
+      throw new IpcCkptError('E_TARGET', `${target.ns} is a directory, not an IPC namespace file`);
+    }
+    const pid = /^\/proc\/(\d+)\/ns\/ipc$/.exec(target.ns);
+    return { nsPath: target.ns, pid: pid ? Number(pid[1]) : undefined, label: target.ns };
+  }
+  return { nsPath: '', label: "the caller's own IPC namespace" };
+}
+
+/** The namespace's identity ('ipc:[4026531839]'), for journals and messages. */
+export function namespaceIdentity(resolved: ResolvedTarget): string {
+  return readlinkSync(resolved.nsPath === '' ? '/proc/self/ns/ipc' : resolved.nsPath);
+}

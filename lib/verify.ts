@@ -1,0 +1,155 @@
+// verify: the live namespace against an image, every restorable field and every message in order.
+// It reads the image once and copies each live queue (MSG_COPY) side by side with it.
+import type { Readable } from 'node:stream';
+import { decodeImage } from './image/decoder';
+import type { NamespaceLimits, QueueRecord } from './image/model';
+import { openImageSource } from './image-input';
+import { openNamespace } from './namespace';
+import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
+import { NOT_RESTORABLE_FIELDS } from './restore';
+import { resolveTarget, Target } from './target';
+
+export interface VerifyOptions {
+  /** Do not compare msgmax/msgmnb/msgmni (for a restore made with --keep-limits). */
+  ignoreLimits?: boolean;
+  strictV16?: boolean;
+}
+
+export interface VerifyResult {
+  equal: boolean;
+  differences: string[];
+  queues: number;
+  messages: number;
+  /** Saved fields that a restore cannot set, so verify does not compare them. */
+  skippedFields: readonly string[];
+}
+
+/** Stop listing after this many differences: the first ones say enough. */
+const MAX_DIFFERENCES = 100;
+const COPY_BATCH_BYTES = 4 << 20;
+
+const COMPARED_FIELDS = ['key', 'uid', 'gid', 'cuid', 'cgid', 'mode', 'qbytes', 'qnum', 'cbytes'] as const;
+
+function recordValue(record: QueueRecord, field: (typeof COMPARED_FIELDS)[number]): number {
+  const value = record[field];
+  return typeof value === 'bigint' ? Number(value) : value;
+}
+
+function describeMessage(packed: Buffer, offset: number): string {
+  return `type ${packed.readBigInt64LE(offset)}, ${packed.readUInt32LE(offset + 8)} bytes`;
+}
+
+/** Compares one live queue's messages with the image's, batch by batch. */
+class QueueComparison {
+  private live: Buffer = Buffer.alloc(0);
+  private liveOffset = 0;
+  private nextLiveIndex = 0;
+  private liveEnded = false;
+  private bufferSize = 64;
+  index = 0;
+  failed = false;
+
+  constructor(
+    private readonly ns: NativeNamespace,
+    private readonly id: number,
+    private readonly differences: string[],
+  ) {}
+
+  private async refill(): Promise<void> {
+    const batch = await this.ns.copyMessages(this.id, this.nextLiveIndex, 16384, COPY_BATCH_BYTES, this.bufferSize);
+    this.bufferSize = batch.bufferSize;
+    this.live = batch.data;
+    this.liveOffset = 0;
+    this.nextLiveIndex += batch.count;
+    if (batch.end || batch.count === 0) this.liveEnded = true;
+  }
+
+  async compare(packed: Buffer, count: number): Promise<void> {
+    let offset = 0;
+    for (let i = 0; i < count && !this.failed; i++, this.index++) {
+      const length = PACKED_MESSAGE_HEADER_BYTES + packed.readUInt32LE(offset + 8);
+      if (this.liveOffset >= this.live.length && !this.liveEnded) await this.refill();
+      if (this.liveOffset >= this.live.length) {
+        this.differ(`message ${this.index} (${describeMessage(packed, offset)}) is missing from the live queue`);
+        return;
+      }
+      const liveLength = PACKED_MESSAGE_HEADER_BYTES + this.live.readUInt32LE(this.liveOffset + 8);
+      if (packed.compare(this.live, this.liveOffset, this.liveOffset + liveLength, offset, offset + length) !== 0) {
+        this.differ(`message ${this.index}: image has ${describeMessage(packed, offset)}, live queue has ${describeMessage(this.live, this.liveOffset)}${liveLength === length ? ' with other bytes' : ''}`);
+      }
+      offset += length;
+      this.liveOffset += liveLength;
+    }
+  }
+
+  async finish(): Promise<void> {
+    if (this.failed) return;
+    if (this.liveOffset >= this.live.length && !this.liveEnded) await this.refill();
+    if (this.liveOffset < this.live.length) this.differ(`the live queue has more messages than the image's ${this.index}`);
+  }
+
+  private differ(text: string): void {
+    this.failed = true;
+    this.differences.push(`queue ${this.id}: ${text}`);
+  }
+}
+
+export async function verify(target: Target | undefined, input: string | Readable | AsyncIterable<Buffer>, options: VerifyOptions = {}): Promise<VerifyResult> {
+  const resolved = resolveTarget(target);
+  const source = await openImageSource(input);
+  const ns = await openNamespace(resolved);
+  const differences: string[] = [];
+  const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS };
+  try {
+    const live = new Map<number, QueueStat>((await ns.listQueues()).map((q) => [q.id, q]));
+    const sysctls = await ns.readSysctls();
+    let comparison: QueueComparison | undefined;
+    for await (const event of decodeImage(source.read(), { strictV16: options.strictV16 })) {
+      if (differences.length >= MAX_DIFFERENCES) break;
+      if (event.kind === 'limits' && !options.ignoreLimits) {
+        compareLimits(event.limits, sysctls, differences);
+      } else if (event.kind === 'queue') {
+        await comparison?.finish();
+        result.queues++;
+        const stat = live.get(event.queue.id);
+        live.delete(event.queue.id);
+        if (!stat) {
+          differences.push(`queue ${event.queue.id} (key 0x${event.queue.key.toString(16)}) is in the image but not in ${resolved.label}`);
+          comparison = undefined;
+          continue;
+        }
+        for (const field of COMPARED_FIELDS) {
+          if (stat[field] !== recordValue(event.queue, field)) {
+            const show = (v: number) => (field === 'mode' ? `0${v.toString(8)}` : field === 'key' ? `0x${v.toString(16)}` : String(v));
+            differences.push(`queue ${event.queue.id}: ${field} is ${show(stat[field])}, the image has ${show(recordValue(event.queue, field))}`);
+          }
+        }
+        comparison = new QueueComparison(ns, event.queue.id, differences);
+      } else if (event.kind === 'messages') {
+        result.messages += event.count;
+        await comparison?.compare(event.packed, event.count);
+      }
+    }
+    await comparison?.finish();
+    for (const extra of live.values()) {
+      if (differences.length >= MAX_DIFFERENCES) break;
+      differences.push(`queue ${extra.id} (key 0x${extra.key.toString(16)}) is in ${resolved.label} but not in the image`);
+    }
+  } finally {
+    await ns.close();
+    await source.close();
+  }
+  result.equal = differences.length === 0;
+  return result;
+}
+
+function compareLimits(limits: NamespaceLimits, sysctls: { msgmax: number; msgmnb: number; msgmni: number }, differences: string[]): void {
+  const pairs: Array<[string, number, number]> = [
+    ['msgmax', sysctls.msgmax, limits.msgCtlmax],
+    ['msgmnb', sysctls.msgmnb, limits.msgCtlmnb],
+    ['msgmni', sysctls.msgmni, limits.msgCtlmni],
+  ];
+  for (const [name, live, image] of pairs) {
+    if (live !== image) differences.push(`${name} is ${live}, the image has ${image}`);
+  }
+}
