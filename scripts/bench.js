@@ -34,6 +34,7 @@ const FULL_ROWS = [
   { name: '30k x 64 B', queues: 1, messages: 30000, size: 64 },
   { name: '1k x 64 KiB', queues: 1, messages: 1000, size: 64 * KIB },
   { name: '100 queues x 100 x 64 B', queues: 100, messages: 100, size: 64, msgmaxBufferProbe: true },
+  { name: '1k x 64 B, msgmax 1 MiB', queues: 1, messages: 1000, size: 64, msgmax: MIB, msgmaxBufferProbe: true },
   { name: '1M x 16 B', queues: 1, messages: 1000000, size: 16, save: false },
   { name: '1 GiB: 16 queues x 1024 x 64 KiB', queues: 16, messages: 1024, size: 64 * KIB },
 ];
@@ -42,6 +43,7 @@ const QUICK_ROWS = [
   { name: '10k x 64 B', queues: 1, messages: 10000, size: 64 },
   { name: '100 x 64 KiB', queues: 1, messages: 100, size: 64 * KIB },
   { name: '100 queues x 100 x 64 B', queues: 100, messages: 100, size: 64 },
+  { name: '1k x 64 B, msgmax 1 MiB', queues: 1, messages: 1000, size: 64, msgmax: MIB, msgmaxBufferProbe: true },
   { name: '100k x 16 B', queues: 1, messages: 100000, size: 16, save: false },
 ];
 
@@ -165,7 +167,7 @@ function contentArguments(row) {
 }
 
 function msgmaxFor(row) {
-  return Math.max(DEFAULT_MSGMAX, row.size);
+  return Math.max(DEFAULT_MSGMAX, row.size, row.msgmax ?? 0);
 }
 
 /** Room for every message of one queue: bytes, and (the kernel counts both against qbytes) messages. */
@@ -535,14 +537,29 @@ async function main() {
   }
 }
 
+/** Image codec throughput on 64 KiB messages: in memory, and through a file of about 1 GB (256 MB with --quick). */
 function runCodecBench(quick, workDir) {
-  if (!fs.existsSync(CODEC_WORKER)) return null;
-  const result = runChild([process.execPath, CODEC_WORKER, 'throughput', workDir, quick ? 'quick' : 'full']);
-  if (result.status !== 0) {
-    log(`bench: image codec throughput skipped: ${result.stderr.trim().split('\n')[0]}`);
-    return null;
+  const bytes = quick ? 256 * MIB : 1024 * MIB;
+  const imageFile = path.join(workDir, 'codec.img');
+  const phases = [
+    { key: 'encodeMemory', label: 'encode (records + SHA-256), in memory', argv: ['encode-memory', String(bytes)] },
+    { key: 'encodeFile', label: 'encode to a file (no fsync)', argv: ['write-image', imageFile, '16', String(bytes / (16 * 64 * KIB)), String(64 * KIB), String(64 * KIB), String(bytes / 16)] },
+    { key: 'decodeMemory', label: 'decode (records + SHA-256), in memory', argv: ['decode-memory', String(bytes)] },
+    { key: 'decodeFile', label: 'decode from a file', argv: ['decode-file', imageFile] },
+  ];
+  const codec = {};
+  for (const phase of phases) {
+    const result = runChild([process.execPath, CODEC_WORKER, ...phase.argv]);
+    if (result.status !== 0) {
+      log(`bench: image codec ${phase.key} skipped: ${result.stderr.trim().split('\n').slice(0, 3).join(' | ')}`);
+      continue;
+    }
+    const report = lastJsonLine(result.stdout, `bench-codec ${phase.argv[0]}`);
+    codec[phase.key] = { label: phase.label, ...report, gigabytesPerSecond: report.bytes / 1e9 / report.seconds, peakRssKb: report.vmHwmKb };
+    log(`  codec ${phase.label}: ${(report.bytes / 1e6).toFixed(0)} MB in ${formatSeconds(report.seconds)}, peak RSS ${(report.vmHwmKb / 1024).toFixed(1)} MiB`);
   }
-  return lastJsonLine(result.stdout, 'bench-codec throughput');
+  fs.rmSync(imageFile, { force: true });
+  return Object.keys(codec).length ? codec : null;
 }
 
 function codecTable(codec) {
