@@ -94,7 +94,7 @@ export function queueRecordFromStat(stat: QueueStat): QueueRecord {
 }
 
 export function limitsFromSysctls(sysctls: MsgSysctls): NamespaceLimits {
-  const extra = sysctls as Partial<Record<string, number | bigint>>;
+  const extra = sysctls as unknown as Partial<Record<string, number | bigint>>;
   return {
     shmCtlmax: BigInt(extra.shmmax ?? 0),
     shmCtlall: BigInt(extra.shmall ?? 0),
@@ -325,6 +325,10 @@ export async function save(target: Target | undefined, output: string | Writable
     run.summary.imageBytes = imageOutput.position;
     await imageOutput.commit();
     committed = true;
+    if (typeof output !== 'string') output.end();
+  } catch (error) {
+    if (typeof output !== 'string') output.destroy(error as Error);
+    throw error;
   } finally {
     try {
       if (frozen) await frozen.thaw();

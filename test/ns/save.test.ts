@@ -1,0 +1,117 @@
+import { mkdtempSync, readFileSync, existsSync, readdirSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { TestNamespace } from '../support/namespace';
+import { dumpNamespace, msgqTool } from '../support/msgq-tool';
+import { populateSample, SAMPLE_LIMITS, BIG_MESSAGE_BYTES } from '../support/sample-namespace';
+import { runCli } from '../support/cli';
+import { save, IpcCkptError } from '../../lib';
+
+jest.setTimeout(60_000);
+
+let ns: TestNamespace;
+let dir: string;
+
+beforeEach(async () => {
+  ns = await TestNamespace.create();
+  dir = mkdtempSync(path.join(os.tmpdir(), 'ipc-ckpt-save-'));
+});
+
+afterEach(async () => {
+  await ns.destroy();
+});
+
+interface InspectedQueue {
+  [field: string]: unknown;
+  messages?: Array<{ type: string; size: number; body: string }>;
+}
+
+function inspectJson(image: string): { limits: Record<string, unknown>; queues: InspectedQueue[] } {
+  const result = runCli(['inspect', '--json', '--messages', image]);
+  expect(result.stderr).toBe('');
+  expect(result.status).toBe(0);
+  return JSON.parse(result.stdout);
+}
+
+/** Reads a field whatever way inspect spells it (number or decimal string). */
+function num(value: unknown): string {
+  return String(value);
+}
+
+test('saves every field and message of a namespace exactly, and leaves the namespace as it was', () => {
+  populateSample(ns.path);
+  const before = dumpNamespace(ns.path);
+  const image = path.join(dir, 'q.img');
+  const result = runCli(['save', '--ns', ns.path, '-o', image]);
+  expect(result.stderr).toMatch(/saved 4 queue\(s\), 7 message\(s\)/);
+  expect(result.stderr).toMatch(/msgmax raised for the copy and put back/);
+  expect(result.status).toBe(0);
+
+  const after = dumpNamespace(ns.path);
+  expect(after).toEqual(before);
+  expect(after.limits.msgmax).toBe(SAMPLE_LIMITS.msgmax);
+
+  const report = inspectJson(image);
+  expect(num(report.limits.msgCtlmax)).toBe(String(SAMPLE_LIMITS.msgmax));
+  expect(num(report.limits.msgCtlmnb)).toBe(String(SAMPLE_LIMITS.msgmnb));
+  expect(num(report.limits.msgCtlmni)).toBe(String(SAMPLE_LIMITS.msgmni));
+  expect(report.queues).toHaveLength(before.queues.length);
+  before.queues.forEach((live, i) => {
+    const saved = report.queues[i];
+    for (const field of ['id', 'key', 'uid', 'gid', 'cuid', 'cgid', 'mode', 'qbytes', 'qnum', 'cbytes', 'stime', 'rtime', 'ctime', 'lspid', 'lrpid'] as const) {
+      expect([field, num(saved[field])]).toEqual([field, String(live[field])]);
+    }
+    expect(saved.messages?.map((m) => [m.type, m.size, Buffer.from(m.body, 'base64').toString('hex')])).toEqual(live.messages.map((m) => [m.type, m.size, m.hex]));
+  });
+  // The cases the sample promises are really there.
+  const sizes = before.queues.flatMap((q) => q.messages.map((m) => m.size));
+  expect(sizes).toEqual(expect.arrayContaining([0, 1, SAMPLE_LIMITS.msgmax, BIG_MESSAGE_BYTES]));
+  expect(before.queues.map((q) => q.mode)).toEqual(expect.arrayContaining([0o600, 0o640, 0o000]));
+  expect(before.queues.some((q) => q.key === 0)).toBe(true);
+  expect(before.queues.some((q) => q.id >= 32768)).toBe(true);
+});
+
+test('saves the caller namespace by default and a process namespace with -t PID', () => {
+  msgqTool(ns.path, 'create', '0x4242', '600');
+  const byPid = path.join(dir, 'pid.img');
+  expect(runCli(['save', '-t', String(ns.pid), '-o', byPid]).status).toBe(0);
+  expect(inspectJson(byPid).queues.map((q) => num(q.key))).toEqual([String(0x4242)]);
+  // The default target is the caller's own namespace: run the CLI inside the test namespace.
+  const own = path.join(dir, 'own.img');
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
+  execFileSync('nsenter', [`--ipc=${ns.path}`, '--', process.execPath, path.resolve(__dirname, '../../bin/ipc-ckpt.js'), 'save', '-q', '-o', own]);
+  expect(readFileSync(own).subarray(16).length).toBeGreaterThan(0);
+  expect(inspectJson(own).queues.map((q) => num(q.key))).toEqual([String(0x4242)]);
+});
+
+test('save through the API writes to a stream and reports a summary', async () => {
+  const id = Number(msgqTool(ns.path, 'create', '0x77', '600').trim());
+  msgqTool(ns.path, 'send-many', id, 5000, 64, 5);
+  const chunks: Buffer[] = [];
+  const { PassThrough } = await import('node:stream');
+  const stream = new PassThrough();
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+  const summary = await save({ ns: ns.path }, stream, { batchBytes: 4096 });
+  expect(summary).toMatchObject({ queues: 1, messages: 5000, messageBytes: 5000 * 64, retries: 0, msgmaxRaised: false });
+  expect(summary.imageBytes).toBe(Buffer.concat(chunks).length);
+});
+
+test('a failed save leaves no file and no temporary behind', async () => {
+  const image = path.join(dir, 'never.img');
+  await expect(save({ ns: '/proc/self/ns/net' }, image)).rejects.toThrow(IpcCkptError);
+  expect(existsSync(image)).toBe(false);
+  expect(readdirSync(dir)).toEqual([]);
+});
+
+test('refuses to write an image to a terminal-less usage error and bad targets with exit codes', () => {
+  const notNs = path.join(dir, 'plain');
+  require('node:fs').writeFileSync(notNs, 'x');
+  for (const args of [['--ns', notNs], ['--ns', '/proc/self/ns/net'], ['-t', '999999999']]) {
+    const result = runCli(['save', ...args, '-o', path.join(dir, 'x.img')]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/ipc-ckpt: .*(not an IPC namespace|does not exist|no process)/);
+  }
+  expect(runCli(['save', '--bogus']).status).toBe(2);
+  expect(runCli(['save', '-t', 'abc']).status).toBe(2);
+  expect(readdirSync(dir)).toEqual(['plain']);
+});
