@@ -1,0 +1,508 @@
+// Decodes an image as a stream of events, checking every record as v16's restore did and more.
+// Nothing is allocated from a count or length before it is checked; message bodies go straight
+// into packed batches of bounded size.
+import { IpcCkptError } from '../errors';
+import type { Image, ImageHeader, MessageRecord, NamespaceLimits, QueueRecord } from './model';
+import { ByteReader, type ImageInput } from './byte-reader';
+import { PACKED_MESSAGE_HEADER_BYTES, PACKED_SIZE_OFFSET, PACKED_TYPE_OFFSET, packedMessageSizes, unpackMessages } from './packed';
+import {
+  CHECKPOINT_MAGIC_HEAD,
+  CHECKPOINT_MAGIC_TAIL,
+  CHECKPOINT_VERSION,
+  DATALEN_MSG,
+  DATALEN_SEG,
+  HeaderLayout,
+  INT32_MAX,
+  INTEGRITY_ALGORITHM_SHA256,
+  IntegrityLayout,
+  IPC_SEQ_MAX,
+  IpcMsgLayout,
+  IpcNsLayout,
+  IpcPermsLayout,
+  IpcSectionLayout,
+  MsgMsgLayout,
+  RECORD_HEADER_BYTES,
+  RecordType,
+  SHA256_BYTES,
+  TailLayout,
+  UTS_FIELD_BYTES,
+  WideMsgMsgLayout,
+  describeRecordType,
+} from './layout';
+import { archProblem, limitsProblem, queueCountProblem, queueProblem } from './rules';
+
+export type { ImageInput };
+
+export interface DecoderOptions {
+  /** Refuse widened (s64 m_type) message records: accept only what a v16 reader could. */
+  strictV16?: boolean;
+  /** Upper bound of one 'messages' batch in packed bytes (a single larger message still comes alone). */
+  messageBatchBytes?: number;
+}
+
+export const DEFAULT_MESSAGE_BATCH_BYTES = 4 * 1024 * 1024;
+
+export type ImageEvent =
+  | { kind: 'header'; header: ImageHeader; offset: number }
+  | { kind: 'limits'; limits: NamespaceLimits; offset: number }
+  | { kind: 'section'; queueCount: number; offset: number }
+  | { kind: 'queue'; queue: QueueRecord; offset: number }
+  /** Consecutive messages of the last queue, in the native packed layout; offset is the first one's record. */
+  | { kind: 'messages'; queueId: number; packed: Buffer; count: number; offset: number }
+  /** The integrity record matched and TAIL ended the input; offset is the integrity record's. */
+  | { kind: 'end'; digest: Buffer; offset: number; imageBytes: number };
+
+function corrupt(offset: number, problem: string): IpcCkptError {
+  return new IpcCkptError('E_IMAGE_CORRUPT', `record at offset ${offset}: ${problem}`, { offset });
+}
+
+function unsupported(offset: number, problem: string): IpcCkptError {
+  return new IpcCkptError('E_IMAGE_UNSUPPORTED', `record at offset ${offset}: ${problem}`, { offset });
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function isZero(bytes: Buffer): boolean {
+  for (const byte of bytes) if (byte !== 0) return false;
+  return true;
+}
+
+function hex64(value: bigint): string {
+  return `0x${value.toString(16).padStart(16, '0')}`;
+}
+
+/** A packed batch under construction; only a message larger than the batch size makes it grow. */
+interface Batch {
+  data: Buffer;
+  pos: number;
+  count: number;
+  offset: number;
+}
+
+class ImageDecoder {
+  private readonly strictV16: boolean;
+  private readonly batchBytes: number;
+
+  constructor(
+    private readonly reader: ByteReader,
+    options: DecoderOptions,
+  ) {
+    this.strictV16 = options.strictV16 === true;
+    const batchBytes = options.messageBatchBytes ?? DEFAULT_MESSAGE_BATCH_BYTES;
+    if (!Number.isInteger(batchBytes) || batchBytes < 1 || batchBytes > INT32_MAX) {
+      throw new IpcCkptError('E_USAGE', `messageBatchBytes ${batchBytes} is not an integer in 1..${INT32_MAX}`);
+    }
+    this.batchBytes = batchBytes;
+  }
+
+  /** Buffers the next record header and peeks it; what names the record expected, for the error. */
+  private async peekRecord(what: string): Promise<number> {
+    const at = this.reader.offset;
+    if (this.reader.available < RECORD_HEADER_BYTES && !(await this.reader.fill(RECORD_HEADER_BYTES))) {
+      throw corrupt(at, `image ends at offset ${at + this.reader.available}, expected ${what}`);
+    }
+    this.reader.peekHeader();
+    if (this.reader.len < RECORD_HEADER_BYTES) {
+      throw corrupt(at, `${describeRecordType(this.reader.type)} len ${this.reader.len} < ${RECORD_HEADER_BYTES}`);
+    }
+    return at;
+  }
+
+  /** Checks the peeked header against the expected type and size and consumes the whole record. */
+  private async takeRecord(at: number, type: number, bytes: number, what: string): Promise<Buffer> {
+    const { reader } = this;
+    if (reader.type !== type) throw corrupt(at, `expected ${what}, found ${describeRecordType(reader.type)} len ${reader.len}`);
+    if (reader.len !== bytes) throw corrupt(at, `${describeRecordType(type)} len ${reader.len}, expected ${bytes}`);
+    await this.need(at, bytes);
+    return reader.take(bytes);
+  }
+
+  private async need(at: number, bytes: number): Promise<void> {
+    if (this.reader.available < bytes && !(await this.reader.fill(bytes))) {
+      throw corrupt(
+        at,
+        `image ends at offset ${this.reader.offset + this.reader.available} inside ${describeRecordType(this.reader.type)} ` +
+          `(record needs ${bytes} bytes, ${this.reader.available} present)`,
+      );
+    }
+  }
+
+  private async expectRecord(type: number, bytes: number, what: string): Promise<{ at: number; record: Buffer }> {
+    const at = await this.peekRecord(what);
+    return { at, record: await this.takeRecord(at, type, bytes, what) };
+  }
+
+  async *events(): AsyncGenerator<ImageEvent> {
+    yield await this.readHeader();
+    yield await this.readLimits();
+    const section = await this.readSection();
+    yield section;
+    const keys = new Set<number>();
+    let previousId = -1;
+    let lastQueue: QueueRecord | undefined;
+    for (let index = 0; index < section.queueCount; index++) {
+      const at = await this.peekRecord('IPC_MSG');
+      if (this.reader.type !== RecordType.IPC_MSG) {
+        if (this.reader.type === RecordType.IPC_MSG_MSG && lastQueue !== undefined) {
+          throw corrupt(at, `queue id ${lastQueue.id} has more messages than its q_qnum ${lastQueue.qnum}`);
+        }
+        throw corrupt(at, `the msg section claims ${section.queueCount} queues, found ${index} and then ${describeRecordType(this.reader.type)}`);
+      }
+      const queue = this.parseQueue(at, await this.takeRecord(at, RecordType.IPC_MSG, IpcMsgLayout.BYTES, 'IPC_MSG'));
+      if (queue.id <= previousId) throw corrupt(at, `queue id ${queue.id} does not follow id ${previousId} in ascending order`);
+      previousId = queue.id;
+      if (queue.key !== 0) {
+        if (keys.has(queue.key)) throw corrupt(at, `queue id ${queue.id} repeats key 0x${queue.key.toString(16)} of an earlier queue`);
+        keys.add(queue.key);
+      }
+      yield { kind: 'queue', queue, offset: at };
+      yield* this.readMessages(at, queue);
+      lastQueue = queue;
+    }
+    yield await this.readTrailer(section.queueCount, lastQueue);
+  }
+
+  private async readHeader(): Promise<ImageEvent> {
+    const { at, record } = await this.expectRecord(RecordType.HEADER, HeaderLayout.BYTES, 'HEADER (1): not a checkpoint image?');
+    const magic = record.readBigUInt64LE(HeaderLayout.MAGIC);
+    if (magic !== CHECKPOINT_MAGIC_HEAD) {
+      throw corrupt(at, `HEADER magic ${hex64(magic)}, expected ${hex64(CHECKPOINT_MAGIC_HEAD)}: not a checkpoint image`);
+    }
+    const archId = record.readUInt16LE(HeaderLayout.ARCH_ID);
+    const arch = archProblem(archId);
+    if (arch !== undefined) throw unsupported(at, `HEADER ${arch}`);
+    const rev = record.readUInt16LE(HeaderLayout.REV);
+    if (rev !== CHECKPOINT_VERSION) throw unsupported(at, `HEADER rev ${rev}, this reader knows rev ${CHECKPOINT_VERSION}`);
+    for (const [name, field] of [
+      ['uts_release_len', HeaderLayout.UTS_RELEASE_LEN],
+      ['uts_version_len', HeaderLayout.UTS_VERSION_LEN],
+      ['uts_machine_len', HeaderLayout.UTS_MACHINE_LEN],
+    ] as const) {
+      const len = record.readUInt16LE(field);
+      if (len !== UTS_FIELD_BYTES) throw corrupt(at, `HEADER ${name} ${len}, expected ${UTS_FIELD_BYTES}`);
+    }
+    const partial = {
+      archId,
+      major: record.readUInt16LE(HeaderLayout.MAJOR),
+      minor: record.readUInt16LE(HeaderLayout.MINOR),
+      patch: record.readUInt16LE(HeaderLayout.PATCH),
+      time: record.readBigUInt64LE(HeaderLayout.TIME),
+      uflags: record.readBigUInt64LE(HeaderLayout.UFLAGS),
+    };
+    const kernelRelease = await this.readUtsField('utsname release');
+    const kernelVersion = await this.readUtsField('utsname version');
+    const machine = await this.readUtsField('utsname machine');
+    return { kind: 'header', header: { kernelRelease, kernelVersion, machine, ...partial }, offset: at };
+  }
+
+  private async readUtsField(name: string): Promise<string> {
+    const { at, record } = await this.expectRecord(RecordType.BUFFER, RECORD_HEADER_BYTES + UTS_FIELD_BYTES, `the BUFFER of the ${name}`);
+    const field = record.subarray(RECORD_HEADER_BYTES);
+    const end = field.indexOf(0);
+    if (end < 0) throw corrupt(at, `${name} has no NUL terminator in ${UTS_FIELD_BYTES} bytes`);
+    if (!isZero(field.subarray(end))) throw corrupt(at, `${name} has non-zero bytes after its NUL terminator`);
+    try {
+      return utf8.decode(field.subarray(0, end));
+    } catch {
+      throw corrupt(at, `${name} is not valid UTF-8`);
+    }
+  }
+
+  private async readLimits(): Promise<ImageEvent> {
+    const { at, record } = await this.expectRecord(RecordType.IPC_NS, IpcNsLayout.BYTES, 'IPC_NS (110)');
+    const limits: NamespaceLimits = {
+      shmCtlmax: record.readBigUInt64LE(IpcNsLayout.SHM_CTLMAX),
+      shmCtlall: record.readBigUInt64LE(IpcNsLayout.SHM_CTLALL),
+      shmCtlmni: record.readInt32LE(IpcNsLayout.SHM_CTLMNI),
+      msgCtlmax: record.readInt32LE(IpcNsLayout.MSG_CTLMAX),
+      msgCtlmnb: record.readInt32LE(IpcNsLayout.MSG_CTLMNB),
+      msgCtlmni: record.readInt32LE(IpcNsLayout.MSG_CTLMNI),
+      semCtlMsl: record.readInt32LE(IpcNsLayout.SEM_CTL_MSL),
+      semCtlMns: record.readInt32LE(IpcNsLayout.SEM_CTL_MNS),
+      semCtlOpm: record.readInt32LE(IpcNsLayout.SEM_CTL_OPM),
+      semCtlMni: record.readInt32LE(IpcNsLayout.SEM_CTL_MNI),
+    };
+    const problem = limitsProblem(limits);
+    if (problem !== undefined) throw corrupt(at, `IPC_NS ${problem}`);
+    return { kind: 'limits', limits, offset: at };
+  }
+
+  private async readSection(): Promise<{ kind: 'section'; queueCount: number; offset: number }> {
+    const { at, record } = await this.expectRecord(RecordType.IPC, IpcSectionLayout.BYTES, 'the IPC (501) section of message queues');
+    const ipcType = record.readUInt32LE(IpcSectionLayout.IPC_TYPE);
+    if (ipcType === RecordType.IPC_SHM || ipcType === RecordType.IPC_SEM) {
+      throw unsupported(at, `IPC section of ${describeRecordType(ipcType)}: ipc-ckpt images hold message queues only`);
+    }
+    if (ipcType !== RecordType.IPC_MSG) throw corrupt(at, `IPC ipc_type ${ipcType}, expected IPC_MSG (${RecordType.IPC_MSG})`);
+    const queueCount = record.readUInt32LE(IpcSectionLayout.IPC_COUNT);
+    const problem = queueCountProblem(queueCount);
+    if (problem !== undefined) throw corrupt(at, `IPC ${problem}`);
+    return { kind: 'section', queueCount, offset: at };
+  }
+
+  private parseQueue(at: number, record: Buffer): QueueRecord {
+    const perms = IpcMsgLayout.PERMS;
+    if (!isZero(record.subarray(perms + IpcPermsLayout.NESTED_HEADER, perms + IpcPermsLayout.ID))) {
+      throw corrupt(at, 'IPC_MSG nested perms header is not zero');
+    }
+    if (record.readUInt32LE(perms + IpcPermsLayout.PADDING) !== 0) throw corrupt(at, 'IPC_MSG perms padding is not zero');
+    const seq = record.readBigUInt64LE(perms + IpcPermsLayout.SEQ);
+    const id = record.readInt32LE(perms + IpcPermsLayout.ID);
+    if (seq >= BigInt(IPC_SEQ_MAX)) throw corrupt(at, `IPC_MSG id ${id}: seq ${seq} is not below ${IPC_SEQ_MAX}`);
+    const queue: QueueRecord = {
+      id,
+      key: record.readUInt32LE(perms + IpcPermsLayout.KEY),
+      uid: record.readUInt32LE(perms + IpcPermsLayout.UID),
+      gid: record.readUInt32LE(perms + IpcPermsLayout.GID),
+      cuid: record.readUInt32LE(perms + IpcPermsLayout.CUID),
+      cgid: record.readUInt32LE(perms + IpcPermsLayout.CGID),
+      mode: record.readUInt32LE(perms + IpcPermsLayout.MODE),
+      seq: Number(seq),
+      stime: record.readBigUInt64LE(IpcMsgLayout.Q_STIME),
+      rtime: record.readBigUInt64LE(IpcMsgLayout.Q_RTIME),
+      ctime: record.readBigUInt64LE(IpcMsgLayout.Q_CTIME),
+      cbytes: record.readBigUInt64LE(IpcMsgLayout.Q_CBYTES),
+      qnum: record.readBigUInt64LE(IpcMsgLayout.Q_QNUM),
+      qbytes: record.readBigUInt64LE(IpcMsgLayout.Q_QBYTES),
+      lspid: record.readInt32LE(IpcMsgLayout.Q_LSPID),
+      lrpid: record.readInt32LE(IpcMsgLayout.Q_LRPID),
+    };
+    const problem = queueProblem(queue);
+    if (problem !== undefined) throw corrupt(at, `IPC_MSG id ${id}: ${problem}`);
+    return queue;
+  }
+
+  /** The queue's q_qnum messages, as packed batches; their sizes must add up to q_cbytes. */
+  private async *readMessages(queueAt: number, queue: QueueRecord): AsyncGenerator<ImageEvent> {
+    const { reader } = this;
+    const qnum = Number(queue.qnum);
+    const cbytes = Number(queue.cbytes);
+    let bytesSoFar = 0;
+    let batch: Batch | undefined;
+    for (let index = 0; index < qnum; index++) {
+      const at = await this.peekRecord(`message ${index} of queue id ${queue.id}`);
+      if (reader.type !== RecordType.IPC_MSG_MSG) {
+        if (reader.type === RecordType.IPC_MSG || reader.type === RecordType.INTEGRITY || reader.type === RecordType.TAIL) {
+          throw corrupt(at, `queue id ${queue.id} claims q_qnum ${qnum} but only ${index} messages follow`);
+        }
+        throw corrupt(at, `expected IPC_MSG_MSG (message ${index} of queue id ${queue.id}), found ${describeRecordType(reader.type)} len ${reader.len}`);
+      }
+      const len = reader.len;
+      if (len !== MsgMsgLayout.BYTES && len !== WideMsgMsgLayout.BYTES) {
+        throw corrupt(at, `IPC_MSG_MSG len ${len}, expected ${MsgMsgLayout.BYTES} (v16) or ${WideMsgMsgLayout.BYTES} (widened m_type)`);
+      }
+      if (len === WideMsgMsgLayout.BYTES && this.strictV16) {
+        throw unsupported(at, `widened IPC_MSG_MSG (s64 m_type, ${WideMsgMsgLayout.BYTES} bytes) is not v16 and strictV16 is set`);
+      }
+      await this.need(at, len);
+      const record = reader.take(len);
+      let typeLow: number;
+      let typeHigh: number;
+      let size: number;
+      if (len === MsgMsgLayout.BYTES) {
+        const type = record.readInt32LE(MsgMsgLayout.M_TYPE);
+        if (type < 1) throw corrupt(at, `IPC_MSG_MSG m_type ${type} < 1`);
+        typeLow = type;
+        typeHigh = 0;
+        size = record.readUInt32LE(MsgMsgLayout.M_TS);
+      } else {
+        typeLow = record.readUInt32LE(WideMsgMsgLayout.M_TYPE);
+        typeHigh = record.readInt32LE(WideMsgMsgLayout.M_TYPE + 4);
+        if (typeHigh < 0 || (typeHigh === 0 && typeLow === 0)) {
+          throw corrupt(at, `IPC_MSG_MSG m_type ${record.readBigInt64LE(WideMsgMsgLayout.M_TYPE)} < 1`);
+        }
+        size = record.readUInt32LE(WideMsgMsgLayout.M_TS);
+        if (record.readUInt32LE(WideMsgMsgLayout.PADDING) !== 0) throw corrupt(at, 'IPC_MSG_MSG padding is not zero');
+      }
+      if (size > INT32_MAX) throw corrupt(at, `IPC_MSG_MSG m_ts ${size} > ${INT32_MAX}`);
+      if (bytesSoFar + size > cbytes) {
+        throw corrupt(at, `queue id ${queue.id}: message ${index} brings its bytes to ${bytesSoFar + size}, over q_cbytes ${cbytes}`);
+      }
+
+      const packedSize = PACKED_MESSAGE_HEADER_BYTES + size;
+      if (batch !== undefined && batch.pos + packedSize > batch.data.length) {
+        yield { kind: 'messages', queueId: queue.id, packed: batch.data.subarray(0, batch.pos), count: batch.count, offset: batch.offset };
+        batch = undefined;
+      }
+      if (batch === undefined) {
+        // What the queue still claims bounds the batch; the batch size bounds both claim and allocation.
+        const claimed = PACKED_MESSAGE_HEADER_BYTES * (qnum - index) + (cbytes - bytesSoFar);
+        const capacity = Math.min(Math.max(this.batchBytes, PACKED_MESSAGE_HEADER_BYTES), claimed);
+        batch = { data: Buffer.allocUnsafe(capacity), pos: 0, count: 0, offset: at };
+      }
+      const data = batch.data;
+      data.writeUInt32LE(typeLow >>> 0, batch.pos + PACKED_TYPE_OFFSET);
+      data.writeInt32LE(typeHigh, batch.pos + PACKED_TYPE_OFFSET + 4);
+      data.writeUInt32LE(size, batch.pos + PACKED_SIZE_OFFSET);
+      await this.readBody(batch, batch.pos + PACKED_MESSAGE_HEADER_BYTES, size, packedSize, `message ${index} of queue id ${queue.id}`);
+      batch.pos += packedSize;
+      batch.count++;
+      bytesSoFar += size;
+      if (packedSize > this.batchBytes) {
+        yield { kind: 'messages', queueId: queue.id, packed: batch.data.subarray(0, batch.pos), count: batch.count, offset: batch.offset };
+        batch = undefined;
+      }
+    }
+    if (bytesSoFar !== cbytes) throw corrupt(queueAt, `queue id ${queue.id} has q_cbytes ${cbytes} but its messages hold ${bytesSoFar} bytes`);
+    if (batch !== undefined) {
+      yield { kind: 'messages', queueId: queue.id, packed: batch.data.subarray(0, batch.pos), count: batch.count, offset: batch.offset };
+    }
+  }
+
+  /**
+   * Reads a body of `size` bytes from its BUFFER chunks (first DATALEN_MSG, then DATALEN_SEG each) into the
+   * batch at `at`. The batch grows only for a message beyond the batch size, and only as its bytes arrive.
+   */
+  private async readBody(batch: Batch, at: number, size: number, packedSize: number, what: string): Promise<void> {
+    const { reader } = this;
+    let written = 0;
+    let chunk = Math.min(size, DATALEN_MSG);
+    for (let chunkIndex = 0; ; chunkIndex++) {
+      const chunkAt = reader.offset;
+      if (reader.available < RECORD_HEADER_BYTES && !(await reader.fill(RECORD_HEADER_BYTES))) {
+        throw corrupt(chunkAt, `image ends at offset ${chunkAt + reader.available}, expected BUFFER chunk ${chunkIndex} of ${what}`);
+      }
+      reader.peekHeader();
+      if (reader.type !== RecordType.BUFFER || reader.len !== RECORD_HEADER_BYTES + chunk) {
+        if (reader.len < RECORD_HEADER_BYTES) throw corrupt(chunkAt, `${describeRecordType(reader.type)} len ${reader.len} < ${RECORD_HEADER_BYTES}`);
+        const found = reader.type === RecordType.BUFFER ? `BUFFER len ${reader.len}` : `${describeRecordType(reader.type)} len ${reader.len}`;
+        throw corrupt(chunkAt, `expected BUFFER len ${RECORD_HEADER_BYTES + chunk} (chunk ${chunkIndex} of ${what}, m_ts ${size}), found ${found}`);
+      }
+      reader.skip(RECORD_HEADER_BYTES);
+      const end = at + written + chunk;
+      if (end > batch.data.length) {
+        const grown = Buffer.allocUnsafe(Math.min(at - PACKED_MESSAGE_HEADER_BYTES + packedSize, Math.max(end, 2 * batch.data.length)));
+        batch.data.copy(grown, 0, 0, at + written);
+        batch.data = grown;
+      }
+      let copied = reader.copyBuffered(batch.data, at + written, chunk);
+      while (copied < chunk) {
+        if (!(await reader.fill(1))) {
+          throw corrupt(chunkAt, `image ends at offset ${reader.offset} inside BUFFER chunk ${chunkIndex} of ${what} (${copied} of ${chunk} bytes present)`);
+        }
+        copied += reader.copyBuffered(batch.data, at + written + copied, chunk - copied);
+      }
+      written += chunk;
+      if (written === size) return;
+      chunk = Math.min(size - written, DATALEN_SEG);
+    }
+  }
+
+  private async readTrailer(queueCount: number, lastQueue: QueueRecord | undefined): Promise<ImageEvent> {
+    const { reader } = this;
+    const at = await this.peekRecord('the integrity record');
+    if (reader.type !== RecordType.INTEGRITY) {
+      if (reader.type === RecordType.IPC_MSG) throw corrupt(at, `the msg section claims ${queueCount} queues but more follow`);
+      if (reader.type === RecordType.IPC_MSG_MSG && lastQueue !== undefined) {
+        throw corrupt(at, `queue id ${lastQueue.id} has more messages than its q_qnum ${lastQueue.qnum}`);
+      }
+      if (reader.type === RecordType.TAIL) throw corrupt(at, `TAIL without the integrity record (${describeRecordType(RecordType.INTEGRITY)}) before it`);
+    }
+    const computed = reader.digestBefore();
+    const record = await this.takeRecord(at, RecordType.INTEGRITY, IntegrityLayout.BYTES, `the integrity record ${describeRecordType(RecordType.INTEGRITY)}`);
+    const algorithm = record.readUInt32LE(IntegrityLayout.ALGORITHM);
+    if (algorithm !== INTEGRITY_ALGORITHM_SHA256) throw corrupt(at, `integrity algorithm ${algorithm}, expected SHA-256 (${INTEGRITY_ALGORITHM_SHA256})`);
+    const digestLen = record.readUInt32LE(IntegrityLayout.DIGEST_LEN);
+    if (digestLen !== SHA256_BYTES) throw corrupt(at, `integrity digest length ${digestLen}, expected ${SHA256_BYTES}`);
+    const stored = Buffer.from(record.subarray(IntegrityLayout.DIGEST, IntegrityLayout.DIGEST + SHA256_BYTES));
+    if (!stored.equals(computed)) {
+      throw corrupt(at, `integrity check failed: the image records SHA-256 ${stored.toString('hex')}, its bytes hash to ${computed.toString('hex')}`);
+    }
+    const tail = await this.expectRecord(RecordType.TAIL, TailLayout.BYTES, 'TAIL (9001)');
+    const magic = tail.record.readBigUInt64LE(TailLayout.MAGIC);
+    if (magic !== CHECKPOINT_MAGIC_TAIL) throw corrupt(tail.at, `TAIL magic ${hex64(magic)}, expected ${hex64(CHECKPOINT_MAGIC_TAIL)}`);
+    const imageBytes = reader.offset;
+    if (await reader.fill(1)) throw corrupt(imageBytes, 'unexpected bytes after TAIL');
+    return { kind: 'end', digest: computed, offset: at, imageBytes };
+  }
+}
+
+/**
+ * Decodes an image from a stream, yielding its records in order. Any defect throws an IpcCkptError
+ * (E_IMAGE_CORRUPT, or E_IMAGE_UNSUPPORTED for another arch or strict v16) and nothing after it is
+ * yielded. The integrity check ends the stream: act on nothing before 'end' unless the image was
+ * verified first (verifyImage).
+ */
+export async function* decodeImage(input: ImageInput, options: DecoderOptions = {}): AsyncGenerator<ImageEvent> {
+  const reader = ByteReader.from(input);
+  try {
+    yield* new ImageDecoder(reader, options).events();
+  } finally {
+    await reader.close();
+  }
+}
+
+/** What a restore plans with, gathered in one verifying pass (memory: one entry per queue). */
+export interface ImageSummary {
+  header: ImageHeader;
+  limits: NamespaceLimits;
+  queues: Array<{ queue: QueueRecord; offset: number; largestMessageBytes: number }>;
+  messageCount: number;
+  messageBytes: number;
+  largestMessageBytes: number;
+  digest: Buffer;
+  imageBytes: number;
+}
+
+/** Reads a whole image, checking everything including the integrity record, without keeping messages. */
+export async function verifyImage(input: ImageInput, options: DecoderOptions = {}): Promise<ImageSummary> {
+  let header: ImageHeader | undefined;
+  let limits: NamespaceLimits | undefined;
+  const queues: ImageSummary['queues'] = [];
+  let messageCount = 0;
+  let messageBytes = 0;
+  let largestMessageBytes = 0;
+  for await (const event of decodeImage(input, options)) {
+    switch (event.kind) {
+      case 'header':
+        header = event.header;
+        break;
+      case 'limits':
+        limits = event.limits;
+        break;
+      case 'queue':
+        queues.push({ queue: event.queue, offset: event.offset, largestMessageBytes: 0 });
+        break;
+      case 'messages': {
+        const entry = queues[queues.length - 1];
+        for (const size of packedMessageSizes(event.packed, event.count)) {
+          entry.largestMessageBytes = Math.max(entry.largestMessageBytes, size);
+          messageBytes += size;
+        }
+        largestMessageBytes = Math.max(largestMessageBytes, entry.largestMessageBytes);
+        messageCount += event.count;
+        break;
+      }
+      case 'end':
+        if (header === undefined || limits === undefined) throw new IpcCkptError('E_INTERNAL', 'decoder ended without header or limits');
+        return { header, limits, queues, messageCount, messageBytes, largestMessageBytes, digest: event.digest, imageBytes: event.imageBytes };
+    }
+  }
+  throw new IpcCkptError('E_INTERNAL', 'decoder stopped without its end event');
+}
+
+/** Decodes a whole image held in memory (tests, small images). */
+export async function decodeImageToMemory(bytes: Uint8Array, options: DecoderOptions = {}): Promise<Image> {
+  return collectImage(decodeImage(bytes, options));
+}
+
+/** Collects decoder events into an in-memory Image (tests, inspect --messages on small images). */
+export async function collectImage(events: AsyncIterable<ImageEvent>): Promise<Image> {
+  let header: ImageHeader | undefined;
+  let limits: NamespaceLimits | undefined;
+  const queues: Image['queues'] = [];
+  for await (const event of events) {
+    if (event.kind === 'header') header = event.header;
+    else if (event.kind === 'limits') limits = event.limits;
+    else if (event.kind === 'queue') queues.push({ queue: event.queue, messages: [] });
+    else if (event.kind === 'messages') queues[queues.length - 1].messages.push(...unpackMessages(event.packed, event.count));
+    else if (event.kind === 'end') {
+      if (header === undefined || limits === undefined) break;
+      return { header, limits, queues };
+    }
+  }
+  throw new IpcCkptError('E_INTERNAL', 'decoder stopped without its end event');
+}
+
+export { unpackMessages };
+export type { MessageRecord };

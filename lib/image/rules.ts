@@ -1,0 +1,122 @@
+// The rules a record's fields must meet, shared by the encoder (refuse to write) and the decoder (refuse to read).
+// Each check returns the problem as a phrase, or undefined when the value is acceptable.
+import type { ImageHeader, NamespaceLimits, QueueRecord } from './model';
+import {
+  ARCH_X86_64,
+  INT32_MAX,
+  IPC_SEQ_MAX,
+  IPCMNI,
+  IPCMNI_SHIFT,
+  MODE_BITS,
+  S32_MIN,
+  S64_MAX,
+  U64_MAX,
+  UINT32_MAX,
+  UTS_FIELD_BYTES,
+} from './layout';
+
+/** Counting stays exact in JS numbers up to here; a queue claiming more messages or bytes is refused. */
+export const MAX_QUEUE_COUNTER = BigInt(Number.MAX_SAFE_INTEGER);
+
+function isIntegerIn(value: number, min: number, max: number): boolean {
+  return Number.isInteger(value) && value >= min && value <= max;
+}
+
+function isBigIn(value: bigint, min: bigint, max: bigint): boolean {
+  return typeof value === 'bigint' && value >= min && value <= max;
+}
+
+function firstProblem(checks: Array<[boolean, string]>): string | undefined {
+  for (const [ok, problem] of checks) if (!ok) return problem;
+  return undefined;
+}
+
+export function utsFieldProblem(name: string, value: string): string | undefined {
+  if (typeof value !== 'string') return `${name} is not a string`;
+  if (value.includes('\0')) return `${name} contains a NUL byte`;
+  const bytes = Buffer.byteLength(value, 'utf8');
+  if (bytes >= UTS_FIELD_BYTES) return `${name} is ${bytes} bytes, at most ${UTS_FIELD_BYTES - 1} fit`;
+  return undefined;
+}
+
+export function headerProblem(header: ImageHeader): string | undefined {
+  return (
+    utsFieldProblem('kernel release', header.kernelRelease) ??
+    utsFieldProblem('kernel version', header.kernelVersion) ??
+    utsFieldProblem('machine', header.machine) ??
+    firstProblem([
+      [isIntegerIn(header.major, 0, 0xffff), `major ${header.major} is not a u16`],
+      [isIntegerIn(header.minor, 0, 0xffff), `minor ${header.minor} is not a u16`],
+      [isIntegerIn(header.patch, 0, 0xffff), `patch ${header.patch} is not a u16`],
+      [isBigIn(header.time, 0n, U64_MAX), `time ${header.time} is not a u64`],
+      [isBigIn(header.uflags, 0n, U64_MAX), `uflags ${header.uflags} is not a u64`],
+    ])
+  );
+}
+
+/** An arch other than x86-64 is a valid image this build cannot take (E_IMAGE_UNSUPPORTED, not corrupt). */
+export function archProblem(archId: number): string | undefined {
+  return archId === ARCH_X86_64 ? undefined : `arch_id ${archId} is not x86-64 (${ARCH_X86_64}); only x86-64 images are supported`;
+}
+
+export function limitsProblem(limits: NamespaceLimits): string | undefined {
+  const s32 = (name: string, value: number): [boolean, string] => [isIntegerIn(value, S32_MIN, INT32_MAX), `${name} ${value} is not an s32`];
+  return firstProblem([
+    [isBigIn(limits.shmCtlmax, 0n, U64_MAX), `shm_ctlmax ${limits.shmCtlmax} is not a u64`],
+    [isBigIn(limits.shmCtlall, 0n, U64_MAX), `shm_ctlall ${limits.shmCtlall} is not a u64`],
+    s32('shm_ctlmni', limits.shmCtlmni),
+    // The kernel's sysctl bounds: msgmax and msgmnb in 0..INT_MAX, msgmni in 0..IPCMNI.
+    [isIntegerIn(limits.msgCtlmax, 0, INT32_MAX), `msg_ctlmax ${limits.msgCtlmax} is outside 0..${INT32_MAX}`],
+    [isIntegerIn(limits.msgCtlmnb, 0, INT32_MAX), `msg_ctlmnb ${limits.msgCtlmnb} is outside 0..${INT32_MAX}`],
+    [isIntegerIn(limits.msgCtlmni, 0, IPCMNI), `msg_ctlmni ${limits.msgCtlmni} is outside 0..${IPCMNI}`],
+    s32('sem_ctl_msl', limits.semCtlMsl),
+    s32('sem_ctl_mns', limits.semCtlMns),
+    s32('sem_ctl_opm', limits.semCtlOpm),
+    s32('sem_ctl_mni', limits.semCtlMni),
+  ]);
+}
+
+export function queueCountProblem(count: number): string | undefined {
+  return isIntegerIn(count, 0, IPCMNI) ? undefined : `ipc_count ${count} is more queues than the kernel allows (${IPCMNI})`;
+}
+
+/** The rules one queue record meets on its own; order, uniqueness and message totals are checked across records. */
+export function queueProblem(queue: QueueRecord): string | undefined {
+  const u32 = (name: string, value: number): [boolean, string] => [isIntegerIn(value, 0, UINT32_MAX), `${name} ${value} is not a u32`];
+  const u64 = (name: string, value: bigint): [boolean, string] => [isBigIn(value, 0n, U64_MAX), `${name} ${value} is not a u64`];
+  const pid = (name: string, value: number): [boolean, string] => [isIntegerIn(value, 0, INT32_MAX), `${name} ${value} is outside 0..${INT32_MAX}`];
+  const idOk = isIntegerIn(queue.id, 0, INT32_MAX);
+  const fieldsProblem = firstProblem([
+    [idOk, `id ${queue.id} is outside 0..${INT32_MAX}`],
+    u32('key', queue.key),
+    u32('uid', queue.uid),
+    u32('gid', queue.gid),
+    u32('cuid', queue.cuid),
+    u32('cgid', queue.cgid),
+    [isIntegerIn(queue.mode, 0, MODE_BITS), `mode 0${Number(queue.mode).toString(8)} has bits outside 0777`],
+    [idOk && queue.seq === queue.id >>> IPCMNI_SHIFT, `seq ${queue.seq} is not id >> ${IPCMNI_SHIFT} (${queue.id >>> IPCMNI_SHIFT})`],
+    [isIntegerIn(queue.seq, 0, IPC_SEQ_MAX - 1), `seq ${queue.seq} is not below ${IPC_SEQ_MAX}`],
+    u64('q_stime', queue.stime),
+    u64('q_rtime', queue.rtime),
+    u64('q_ctime', queue.ctime),
+    u64('q_qbytes', queue.qbytes),
+    [isBigIn(queue.qnum, 0n, MAX_QUEUE_COUNTER), `q_qnum ${queue.qnum} is outside 0..${MAX_QUEUE_COUNTER}`],
+    [isBigIn(queue.cbytes, 0n, MAX_QUEUE_COUNTER), `q_cbytes ${queue.cbytes} is outside 0..${MAX_QUEUE_COUNTER}`],
+    pid('q_lspid', queue.lspid),
+    pid('q_lrpid', queue.lrpid),
+  ]);
+  if (fieldsProblem !== undefined) return fieldsProblem;
+  // Every message holds at most INT_MAX bytes, so the claimed total bounds itself by the claimed count.
+  if (queue.cbytes > queue.qnum * BigInt(INT32_MAX)) {
+    return `q_cbytes ${queue.cbytes} is more than q_qnum ${queue.qnum} messages of at most ${INT32_MAX} bytes can hold`;
+  }
+  return undefined;
+}
+
+export function messageTypeProblem(type: bigint): string | undefined {
+  return isBigIn(type, 1n, S64_MAX) ? undefined : `m_type ${type} is outside 1..${S64_MAX}`;
+}
+
+export function messageSizeProblem(size: number): string | undefined {
+  return isIntegerIn(size, 0, INT32_MAX) ? undefined : `m_ts ${size} is outside 0..${INT32_MAX}`;
+}
