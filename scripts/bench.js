@@ -257,6 +257,18 @@ async function withNamespace(use) {
   }
 }
 
+/**
+ * The tools of one row are measured in turns (baseline, then each ipc-ckpt path, then again), so a
+ * noisy neighbour on a shared machine slows every tool of a row alike rather than one of them.
+ */
+async function measureInTurns(tools, repeats) {
+  const samples = tools.map(() => []);
+  for (let round = 0; round < repeats; round++) {
+    for (let t = 0; t < tools.length; t++) samples[t].push(await tools[t].measure());
+  }
+  return samples;
+}
+
 async function benchSave(baseline, ipcCkpt, row, workDir) {
   const results = [];
   let imageFile = null;
@@ -265,75 +277,57 @@ async function benchSave(baseline, ipcCkpt, row, workDir) {
     log(`  filled ${row.name}: ${filled.messages} messages in ${(filled.seconds * 1000).toFixed(1)} ms`);
     const first = baseline.call('save', ns);
     const repeats = repeatsFor(first.seconds);
-    const baselineRuns = [first];
-    for (let i = 1; i < repeats; i++) baselineRuns.push(baseline.call('save', ns));
-    const last = baselineRuns[baselineRuns.length - 1];
-    results.push(summarize(row, 'save', 'C baseline', baselineRuns, {
-      copyMicrosPerMessageBySlice: last.copyMicrosPerMessageBySlice,
-      bufferSize: last.bufferSize,
-    }));
-    if (row.msgmaxBufferProbe) {
-      const probeRuns = [];
-      for (let i = 0; i < repeats; i++) probeRuns.push(baseline.call('save', ns, ['--buffer', 'msgmax']));
-      results.push(summarize(row, 'save', 'C baseline, msgmax buffer', probeRuns, { bufferSize: probeRuns[0].bufferSize }));
-    }
-    if (ipcCkpt.cli) {
-      imageFile = path.join(workDir, `${slug(row.name)}.img`);
-      const runs = [];
-      for (let i = 0; i < repeats; i++) runs.push(measureCli(baseline, ['save', '--ns', ns, '-o', imageFile]));
-      results.push(summarize(row, 'save', 'ipc-ckpt CLI', runs, { imageBytes: fs.statSync(imageFile).size }));
-    }
-    if (ipcCkpt.api) {
-      const apiImage = path.join(workDir, `${slug(row.name)}.api.img`);
-      const runs = [];
-      for (let i = 0; i < repeats; i++) runs.push(measureApi(baseline, 'save', ns, apiImage));
-      results.push(summarize(row, 'save', 'ipc-ckpt API', runs, { processSeconds: median(runs.map((r) => r.processSeconds)) }));
-      if (imageFile === null) imageFile = apiImage;
-      else fs.rmSync(apiImage);
-    }
+    const cliImage = path.join(workDir, `${slug(row.name)}.img`);
+    const apiImage = path.join(workDir, `${slug(row.name)}.api.img`);
+    const tools = [{ name: 'C baseline', measure: () => baseline.call('save', ns) }];
+    if (row.msgmaxBufferProbe) tools.push({ name: 'C baseline, msgmax buffer', measure: () => baseline.call('save', ns, ['--buffer', 'msgmax']) });
+    if (ipcCkpt.cli) tools.push({ name: 'ipc-ckpt CLI', measure: () => measureCli(baseline, ['save', '--ns', ns, '-o', cliImage]) });
+    if (ipcCkpt.api) tools.push({ name: 'ipc-ckpt API', measure: () => measureApi(baseline, 'save', ns, apiImage) });
+    const samples = await measureInTurns(tools, repeats);
+    tools.forEach((tool, t) => {
+      const runs = samples[t];
+      const extra = {};
+      if (tool.name === 'C baseline') {
+        extra.copyMicrosPerMessageBySlice = runs[runs.length - 1].copyMicrosPerMessageBySlice;
+        extra.bufferSize = runs[runs.length - 1].bufferSize;
+      }
+      if (tool.name === 'ipc-ckpt CLI') extra.imageBytes = fs.statSync(cliImage).size;
+      if (tool.name === 'ipc-ckpt API') {
+        extra.imageBytes = fs.statSync(apiImage).size;
+        extra.processSeconds = median(runs.map((r) => r.processSeconds));
+      }
+      results.push(summarize(row, 'save', tool.name, runs, extra));
+    });
+    if (ipcCkpt.cli) imageFile = cliImage;
+    else if (ipcCkpt.api) imageFile = apiImage;
+    if (ipcCkpt.cli && ipcCkpt.api) fs.rmSync(apiImage);
   });
   return { results, imageFile };
 }
 
 async function benchRestore(baseline, ipcCkpt, row, imageFile) {
-  const results = [];
-  const baselineRuns = [];
-  const restoreOnce = async () =>
+  const inFreshNamespace = (who, restore) => () =>
     withNamespace(async (ns) => {
-      const run = baseline.call('restore', ns, contentArguments(row));
-      checkRestored(baseline, ns, row, 'C baseline');
+      const run = restore(ns);
+      checkRestored(baseline, ns, row, who);
       return run;
     });
-  baselineRuns.push(await restoreOnce());
-  const repeats = repeatsFor(baselineRuns[0].seconds);
-  for (let i = 1; i < repeats; i++) baselineRuns.push(await restoreOnce());
-  results.push(summarize(row, 'restore', 'C baseline', baselineRuns));
-  if (imageFile === null) return results;
-  const imageBytes = fs.statSync(imageFile).size;
-
-  if (ipcCkpt.cli) {
-    const runs = [];
-    for (let i = 0; i < repeats; i++) {
-      runs.push(await withNamespace(async (ns) => {
-        const run = measureCli(baseline, ['restore', '--ns', ns, '-i', imageFile]);
-        checkRestored(baseline, ns, row, 'ipc-ckpt CLI');
-        return run;
-      }));
-    }
-    results.push(summarize(row, 'restore', 'ipc-ckpt CLI', runs, { imageBytes }));
+  const tools = [{ name: 'C baseline', measure: inFreshNamespace('C baseline', (ns) => baseline.call('restore', ns, contentArguments(row))) }];
+  if (imageFile !== null && ipcCkpt.cli) {
+    tools.push({ name: 'ipc-ckpt CLI', measure: inFreshNamespace('ipc-ckpt CLI', (ns) => measureCli(baseline, ['restore', '--ns', ns, '-i', imageFile])) });
   }
-  if (ipcCkpt.api) {
-    const runs = [];
-    for (let i = 0; i < repeats; i++) {
-      runs.push(await withNamespace(async (ns) => {
-        const run = measureApi(baseline, 'restore', ns, imageFile);
-        checkRestored(baseline, ns, row, 'ipc-ckpt API');
-        return run;
-      }));
-    }
-    results.push(summarize(row, 'restore', 'ipc-ckpt API', runs, { imageBytes, processSeconds: median(runs.map((r) => r.processSeconds)) }));
+  if (imageFile !== null && ipcCkpt.api) {
+    tools.push({ name: 'ipc-ckpt API', measure: inFreshNamespace('ipc-ckpt API', (ns) => measureApi(baseline, 'restore', ns, imageFile)) });
   }
-  return results;
+  const first = await tools[0].measure();
+  const samples = await measureInTurns(tools, repeatsFor(first.seconds));
+  const imageBytes = imageFile === null ? undefined : fs.statSync(imageFile).size;
+  return tools.map((tool, t) => {
+    const runs = samples[t];
+    const extra = tool.name === 'C baseline' ? {} : { imageBytes };
+    if (tool.name === 'ipc-ckpt API') extra.processSeconds = median(runs.map((r) => r.processSeconds));
+    return summarize(row, 'restore', tool.name, runs, extra);
+  });
 }
 
 /** An image of a row too large to dump with MSG_COPY, written by lib/image's encoder (see bench-codec.js). */
