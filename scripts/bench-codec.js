@@ -13,6 +13,7 @@ const path = require('node:path');
 const DIST_IMAGE = path.join(__dirname, '..', 'dist', 'lib', 'image');
 const { ImageEncoder, ImageDigest } = require(path.join(DIST_IMAGE, 'encoder.js'));
 const { PACKED_MESSAGE_HEADER_BYTES, PACKED_TYPE_OFFSET, PACKED_SIZE_OFFSET } = require(path.join(DIST_IMAGE, 'packed.js'));
+const { decodeImage } = require(path.join(DIST_IMAGE, 'decoder.js'));
 
 // Keys of the queues the benchmark makes (scripts/bench-baseline.c uses the same): queue i gets KEY_BASE + i.
 const KEY_BASE = 0x62650000;
@@ -163,7 +164,57 @@ function encodeMemory(totalBytes) {
   return { phase: 'encode-memory', bytes, messages: batches * perBatch, seconds: elapsedSeconds(start), recordsSeconds };
 }
 
-function main() {
+/**
+ * An in-memory image of about totalBytes of 64 KiB messages, as its list of encoded pieces. The
+ * message pieces are one encoded batch repeated (same object), so the image costs little memory.
+ */
+function inMemoryImage(totalBytes) {
+  const encoder = new ImageEncoder();
+  const perBatch = Math.floor(BATCH_BYTES / (PACKED_MESSAGE_HEADER_BYTES + CODEC_MESSAGE_BYTES)) * TYPE_CYCLE;
+  const batch = encoder.messagesFromPacked(packedBatch(0, perBatch, CODEC_MESSAGE_BYTES), perBatch);
+  const batches = Math.max(1, Math.round(totalBytes / batch.length));
+  const messages = batches * perBatch;
+  const pieces = [
+    encoder.header(imageHeader()),
+    encoder.limits(namespaceLimits(CODEC_MESSAGE_BYTES, Math.min(messages * CODEC_MESSAGE_BYTES, 0x7fffffff))),
+    encoder.msgSection(1),
+    encoder.queue(queueRecord(0, messages, CODEC_MESSAGE_BYTES, Math.min(messages * CODEC_MESSAGE_BYTES, 0x7fffffff))),
+  ];
+  for (let i = 0; i < batches; i++) pieces.push(batch);
+  const digest = new ImageDigest();
+  for (const piece of pieces) digest.update(piece);
+  pieces.push(encoder.trailer(digest.digest()));
+  return { pieces, messages, bytes: pieces.reduce((sum, piece) => sum + piece.length, 0) };
+}
+
+/** Runs the decoder over the whole input, as restore's validating pass does; returns the messages seen. */
+async function drainDecoder(input) {
+  let messages = 0;
+  let imageBytes = 0;
+  for await (const event of decodeImage(input)) {
+    if (event.kind === 'messages') messages += event.count;
+    else if (event.kind === 'end') imageBytes = event.imageBytes;
+  }
+  return { messages, imageBytes };
+}
+
+async function decodeMemory(totalBytes) {
+  const image = inMemoryImage(totalBytes);
+  const start = process.hrtime.bigint();
+  const decoded = await drainDecoder(image.pieces);
+  const seconds = elapsedSeconds(start);
+  if (decoded.messages !== image.messages) throw new Error(`decoded ${decoded.messages} messages, the image holds ${image.messages}`);
+  return { phase: 'decode-memory', bytes: image.bytes, messages: decoded.messages, seconds };
+}
+
+/** Decodes an image file read in 1 MiB chunks, the chunk size lib/image-input.ts reads files with. */
+async function decodeFile(file) {
+  const start = process.hrtime.bigint();
+  const decoded = await drainDecoder(fs.createReadStream(file, { highWaterMark: 1024 * 1024 }));
+  return { phase: 'decode-file', bytes: decoded.imageBytes, messages: decoded.messages, seconds: elapsedSeconds(start) };
+}
+
+async function main() {
   const [phase, ...args] = process.argv.slice(2);
   if (phase === 'write-image') {
     const [file, ...numbers] = args;
@@ -171,10 +222,17 @@ function main() {
     print(writeImage(file, queues, messages, size, msgmax, msgmnb));
   } else if (phase === 'encode-memory') {
     print(encodeMemory(Number(args[0])));
+  } else if (phase === 'decode-memory') {
+    print(await decodeMemory(Number(args[0])));
+  } else if (phase === 'decode-file') {
+    print(await decodeFile(args[0]));
   } else {
     process.stderr.write('usage: bench-codec.js write-image|encode-memory|decode-memory|decode-file ...\n');
     process.exit(2);
   }
 }
 
-main();
+main().catch((error) => {
+  process.stderr.write(`bench-codec: ${error && error.stack ? error.stack : error}\n`);
+  process.exit(1);
+});
