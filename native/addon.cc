@@ -1,3 +1,16 @@
+// ipc_ckpt.node: the system-call half of ipc-ckpt. Its surface is declared in lib/native.ts.
 #include <napi.h>
-Napi::Object Init(Napi::Env env, Napi::Object exports) { return exports; }
+
+#include "namespace_session.h"
+
+namespace {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  NamespaceSession::Register(env);
+  exports.Set("openNamespace", Napi::Function::New<NamespaceSession::OpenNamespace>(env, "openNamespace"));
+  return exports;
+}
+
+}  // namespace
+
 NODE_API_MODULE(ipc_ckpt, Init)

@@ -1,0 +1,32 @@
+// The msg sysctls under /proc/sys/kernel, which show the IPC namespace of the calling thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "namespace_target.h"
+
+struct MsgSysctls {
+  int64_t msgmax;
+  int64_t msgmnb;
+  int64_t msgmni;
+};
+
+class KernelSysctls {
+ public:
+  explicit KernelSysctls(const NamespaceTarget& target) : target_(target) {}
+
+  // True for the names a session may read and write: msgmax, msgmnb, msgmni, msg_next_id.
+  static bool IsMsgSysctl(const std::string& name);
+
+  // Session thread only: /proc/sys/kernel/<name> of the session's namespace.
+  int64_t Read(const std::string& name) const;
+  void Write(const std::string& name, int64_t value) const;
+  MsgSysctls ReadMsgLimits() const;
+
+  // Opens msg_next_id for writing without writing: 0 when the session may set ids, else the errno.
+  int NextIdWritableErrno() const;
+
+ private:
+  const NamespaceTarget& target_;
+};

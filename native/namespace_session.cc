@@ -1,0 +1,350 @@
+#include "namespace_session.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+// 2^53 - 1: the largest integer a JS number holds exactly.
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+constexpr double kMaxUint32 = 4294967295.0;
+// uid/gid -1 means "leave unchanged" to the kernel, never a real owner.
+constexpr double kMaxOwnerId = kMaxUint32 - 1;
+
+// A call that lib/ should never make: same fields as a native failure, so fromNative() can wrap it.
+Napi::Error ArgumentError(Napi::Env env, const std::string& message) {
+  Napi::Error error = Napi::TypeError::New(env, message);
+  Napi::Object object = error.Value();
+  object.Set("code", "E_INTERNAL");
+  object.Set("errno", 0);
+  object.Set("syscall", "");
+  return error;
+}
+
+double IntegerValue(Napi::Env env, Napi::Value value, const std::string& what, double min, double max) {
+  const double number = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : std::nan("");
+  if (!std::isfinite(number) || std::floor(number) != number || number < min || number > max) {
+    throw ArgumentError(env, what + " must be an integer from " + std::to_string(static_cast<int64_t>(min)) + " to " +
+                                 std::to_string(static_cast<int64_t>(max)) + ", got " +
+                                 value.ToString().Utf8Value());
+  }
+  return number;
+}
+
+double IntegerArgument(const Napi::CallbackInfo& info, size_t index, const std::string& what, double min, double max) {
+  return IntegerValue(info.Env(), info[index], what, min, max);
+}
+
+double IntegerField(Napi::Env env, Napi::Value object, const char* field, const std::string& what, double min,
+                    double max) {
+  if (!object.IsObject()) throw ArgumentError(env, what + " must be an object");
+  return IntegerValue(env, object.As<Napi::Object>().Get(field), what + "." + field, min, max);
+}
+
+int32_t QueueIdArgument(const Napi::CallbackInfo& info, const std::string& method) {
+  return static_cast<int32_t>(IntegerArgument(info, 0, method + ": id", 0, std::numeric_limits<int32_t>::max()));
+}
+
+std::string StringArgument(const Napi::CallbackInfo& info, size_t index, const std::string& what) {
+  if (!info[index].IsString()) throw ArgumentError(info.Env(), what + " must be a string");
+  std::string text = info[index].As<Napi::String>().Utf8Value();
+  if (text.find('\0') != std::string::npos) throw ArgumentError(info.Env(), what + " must not contain a NUL character");
+  return text;
+}
+
+Napi::Object QueueStatToJs(Napi::Env env, const QueueStat& stat) {
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("id", stat.id);
+  object.Set("index", stat.id % 32768);
+  object.Set("seq", stat.id / 32768);
+  object.Set("key", stat.key);
+  object.Set("uid", stat.uid);
+  object.Set("gid", stat.gid);
+  object.Set("cuid", stat.cuid);
+  object.Set("cgid", stat.cgid);
+  object.Set("mode", stat.mode);
+  object.Set("stime", Napi::BigInt::New(env, stat.stime));
+  object.Set("rtime", Napi::BigInt::New(env, stat.rtime));
+  object.Set("ctime", Napi::BigInt::New(env, stat.ctime));
+  object.Set("cbytes", static_cast<double>(stat.cbytes));
+  object.Set("qnum", static_cast<double>(stat.qnum));
+  object.Set("qbytes", static_cast<double>(stat.qbytes));
+  object.Set("lspid", stat.lspid);
+  object.Set("lrpid", stat.lrpid);
+  return object;
+}
+
+Napi::Value PackedBytesToJs(Napi::Env env, PackedBatch& packed) {
+  const size_t size = packed.size();
+  uint8_t* bytes = packed.Release();
+  if (bytes == nullptr) return Napi::Buffer<uint8_t>::New(env, 0);
+  // The Buffer takes the batch's memory as it is: no copy, freed when JS lets go of it.
+  return Napi::Buffer<uint8_t>::New(env, bytes, size, [](Napi::Env, uint8_t* data) { free(data); });
+}
+
+NamespaceThread::ResultBuilder Undefined() {
+  return [](Napi::Env env) { return env.Undefined(); };
+}
+
+}  // namespace
+
+void NamespaceSession::Register(Napi::Env env) {
+  Napi::Function constructor = DefineClass(
+      env, "NativeNamespace",
+      {
+          InstanceMethod<&NamespaceSession::ListQueues>("listQueues"),
+          InstanceMethod<&NamespaceSession::StatQueue>("statQueue"),
+          InstanceMethod<&NamespaceSession::CopyMessages>("copyMessages"),
+          InstanceMethod<&NamespaceSession::ReadSysctls>("readSysctls"),
+          InstanceMethod<&NamespaceSession::WriteSysctl>("writeSysctl"),
+          InstanceMethod<&NamespaceSession::CreateQueue>("createQueue"),
+          InstanceMethod<&NamespaceSession::SetQueue>("setQueue"),
+          InstanceMethod<&NamespaceSession::SendMessages>("sendMessages"),
+          InstanceMethod<&NamespaceSession::RemoveQueue>("removeQueue"),
+          InstanceMethod<&NamespaceSession::Probe>("probe"),
+          InstanceMethod<&NamespaceSession::Close>("close"),
+      });
+  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(constructor)));
+}
+
+Napi::Value NamespaceSession::OpenNamespace(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  napi_deferred opened;
+  napi_value promise;
+  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &opened, &promise), Napi::Value());
+  try {
+    const std::string path = StringArgument(info, 0, "openNamespace: nsPath");
+    Napi::Object object = env.GetInstanceData<Napi::FunctionReference>()->New({Napi::String::New(env, path)});
+    Unwrap(object)->Start(env, opened);
+  } catch (const Napi::Error& error) {
+    napi_reject_deferred(env, opened, error.Value());
+  } catch (const std::exception& error) {
+    napi_reject_deferred(env, opened,
+                         ErrnoError::Project("E_INTERNAL", std::string("openNamespace: ") + error.what()).ToJs(env).Value());
+  }
+  return Napi::Value(env, promise);
+}
+
+NamespaceSession::NamespaceSession(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<NamespaceSession>(info),
+      target_(StringArgument(info, 0, "NativeNamespace: path")),
+      calls_(target_),
+      sysctls_(target_) {
+  info.This().As<Napi::Object>().DefineProperty(
+      Napi::PropertyDescriptor::Value("path", Napi::String::New(info.Env(), target_.path()), napi_enumerable));
+}
+
+NamespaceSession::~NamespaceSession() { thread_.reset(); }
+
+void NamespaceSession::Start(Napi::Env env, napi_deferred opened) {
+  // The session object must outlive the open job, which resolves to it.
+  Ref();
+  NamespaceSession* session = this;
+  auto onOpened = [session](Napi::Env) -> Napi::Value { return session->Value(); };
+  auto afterOpen = [session](Napi::Env, bool succeeded) {
+    if (!succeeded) session->thread_->JoinEnded();
+    session->Unref();
+  };
+  try {
+    thread_ = std::make_unique<NamespaceThread>(env, target_, opened, onOpened, afterOpen);
+  } catch (...) {
+    Unref();
+    throw;
+  }
+}
+
+template <typename Prepare>
+Napi::Value NamespaceSession::RunJob(const Napi::CallbackInfo& info, Prepare prepare) {
+  Napi::Env env = info.Env();
+  napi_deferred deferred;
+  napi_value promise;
+  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &deferred, &promise), Napi::Value());
+  try {
+    if (!thread_) throw ArgumentError(env, "this NativeNamespace was not made by openNamespace()");
+    NamespaceThread::JobWork work = prepare(env);
+    thread_->Enqueue(env, std::move(work), deferred);
+  } catch (const Napi::Error& error) {
+    napi_reject_deferred(env, deferred, error.Value());
+  }
+  return Napi::Value(env, promise);
+}
+
+Napi::Value NamespaceSession::ListQueues(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const MsgQueueCalls* calls = &calls_;
+    return [calls]() -> NamespaceThread::ResultBuilder {
+      auto queues = std::make_shared<std::vector<QueueStat>>(calls->ListQueues());
+      return [queues](Napi::Env env) -> Napi::Value {
+        Napi::Array array = Napi::Array::New(env, queues->size());
+        for (size_t index = 0; index < queues->size(); index++) array.Set(index, QueueStatToJs(env, (*queues)[index]));
+        return array;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::StatQueue(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env) -> NamespaceThread::JobWork {
+    const int32_t id = QueueIdArgument(info, "statQueue");
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, id]() -> NamespaceThread::ResultBuilder {
+      const QueueStat stat = calls->StatQueue(id);
+      return [stat](Napi::Env env) -> Napi::Value { return QueueStatToJs(env, stat); };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::CopyMessages(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env) -> NamespaceThread::JobWork {
+    const int32_t id = QueueIdArgument(info, "copyMessages");
+    const auto first = static_cast<uint32_t>(IntegerArgument(info, 1, "copyMessages: first", 0, kMaxUint32));
+    const auto maxCount = static_cast<uint32_t>(IntegerArgument(info, 2, "copyMessages: maxCount", 1, kMaxUint32));
+    const auto maxBytes = static_cast<size_t>(IntegerArgument(info, 3, "copyMessages: maxBytes", 1, kMaxSafeInteger));
+    const auto bufferSize =
+        static_cast<size_t>(IntegerArgument(info, 4, "copyMessages: bufferSize", 0, kMaxSafeInteger));
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, id, first, maxCount, maxBytes, bufferSize]() -> NamespaceThread::ResultBuilder {
+      std::shared_ptr<CopiedBatch> batch = calls->CopyMessages(id, first, maxCount, maxBytes, bufferSize);
+      return [batch](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        object.Set("data", PackedBytesToJs(env, batch->data));
+        object.Set("count", batch->count);
+        object.Set("end", batch->end);
+        object.Set("bufferSize", static_cast<double>(batch->bufferSize));
+        object.Set("statBefore", QueueStatToJs(env, batch->statBefore));
+        object.Set("statAfter", QueueStatToJs(env, batch->statAfter));
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::ReadSysctls(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const KernelSysctls* sysctls = &sysctls_;
+    return [sysctls]() -> NamespaceThread::ResultBuilder {
+      const MsgSysctls limits = sysctls->ReadMsgLimits();
+      return [limits](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        object.Set("msgmax", static_cast<double>(limits.msgmax));
+        object.Set("msgmnb", static_cast<double>(limits.msgmnb));
+        object.Set("msgmni", static_cast<double>(limits.msgmni));
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::WriteSysctl(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const std::string name = StringArgument(info, 0, "writeSysctl: name");
+    if (!KernelSysctls::IsMsgSysctl(name)) {
+      throw ArgumentError(env, "writeSysctl: name must be msgmax, msgmnb, msgmni or msg_next_id, got '" + name + "'");
+    }
+    const auto value = static_cast<int64_t>(IntegerArgument(info, 1, "writeSysctl: value",
+                                                            std::numeric_limits<int32_t>::min(),
+                                                            std::numeric_limits<int32_t>::max()));
+    const KernelSysctls* sysctls = &sysctls_;
+    return [sysctls, name, value]() -> NamespaceThread::ResultBuilder {
+      sysctls->Write(name, value);
+      return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::CreateQueue(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const Napi::Value request = info[0];
+    const std::string what = "createQueue: request";
+    CreateQueueRequest create{};
+    create.key = static_cast<uint32_t>(IntegerField(env, request, "key", what, 0, kMaxUint32));
+    create.id = static_cast<int32_t>(IntegerField(env, request, "id", what, 0, std::numeric_limits<int32_t>::max()));
+    create.mode = static_cast<uint32_t>(IntegerField(env, request, "mode", what, 0, 0777));
+    create.cuid = static_cast<uid_t>(IntegerField(env, request, "cuid", what, 0, kMaxOwnerId));
+    create.cgid = static_cast<gid_t>(IntegerField(env, request, "cgid", what, 0, kMaxOwnerId));
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, create]() -> NamespaceThread::ResultBuilder {
+      const int32_t id = calls->CreateQueue(create);
+      return [id](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, id); };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::SetQueue(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const int32_t id = QueueIdArgument(info, "setQueue");
+    const Napi::Value request = info[1];
+    const std::string what = "setQueue: request";
+    SetQueueRequest set{};
+    set.uid = static_cast<uid_t>(IntegerField(env, request, "uid", what, 0, kMaxOwnerId));
+    set.gid = static_cast<gid_t>(IntegerField(env, request, "gid", what, 0, kMaxOwnerId));
+    set.mode = static_cast<uint32_t>(IntegerField(env, request, "mode", what, 0, 0777));
+    set.qbytes = static_cast<uint64_t>(IntegerField(env, request, "qbytes", what, 0, kMaxSafeInteger));
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, id, set]() -> NamespaceThread::ResultBuilder {
+      calls->SetQueue(id, set);
+      return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::SendMessages(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const int32_t id = QueueIdArgument(info, "sendMessages");
+    if (!info[1].IsBuffer()) throw ArgumentError(env, "sendMessages: packed must be a Buffer");
+    const auto count = static_cast<uint32_t>(IntegerArgument(info, 2, "sendMessages: count", 0, kMaxUint32));
+    Napi::Buffer<uint8_t> packed = info[1].As<Napi::Buffer<uint8_t>>();
+    const std::string problem = PackedBatch::Validate(packed.Data(), packed.Length(), count);
+    if (!problem.empty()) throw ArgumentError(env, "sendMessages: packed buffer: " + problem);
+    // One copy per batch: the session thread never reads memory that JS owns and may reuse or detach.
+    auto bytes = std::make_shared<std::vector<uint8_t>>(packed.Data(), packed.Data() + packed.Length());
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, id, bytes, count]() -> NamespaceThread::ResultBuilder {
+      const uint32_t sent = calls->SendMessages(id, bytes->data(), count);
+      return [sent](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, sent); };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::RemoveQueue(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env) -> NamespaceThread::JobWork {
+    const int32_t id = QueueIdArgument(info, "removeQueue");
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, id]() -> NamespaceThread::ResultBuilder {
+      calls->RemoveQueue(id);
+      return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::Probe(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const MsgQueueCalls* calls = &calls_;
+    return [calls]() -> NamespaceThread::ResultBuilder {
+      const NamespaceProbe probe = calls->Probe();
+      return [probe](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        object.Set("msgCopyErrno", probe.msgCopyErrno);
+        object.Set("nextIdWritableErrno", probe.nextIdWritableErrno);
+        object.Set("effectiveCapabilities", std::to_string(probe.effectiveCapabilities));
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::Close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  napi_deferred deferred;
+  napi_value promise;
+  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &deferred, &promise), Napi::Value());
+  if (thread_) {
+    thread_->Close(env, deferred);
+  } else {
+    napi_reject_deferred(env, deferred, ArgumentError(env, "this NativeNamespace was not made by openNamespace()").Value());
+  }
+  return Napi::Value(env, promise);
+}
