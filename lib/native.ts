@@ -116,12 +116,15 @@ export interface NativeNamespace {
   createQueue(request: CreateQueueRequest): Promise<number>;
   /** IPC_SET of owner, mode and qbytes. */
   setQueue(id: number, request: SetQueueRequest): Promise<void>;
-  /** msgsnd(IPC_NOWAIT) of every message in a packed buffer, in order; resolves to how many were sent. */
+  /**
+   * msgsnd(IPC_NOWAIT) of every message in a packed buffer, in order; resolves to how many were sent.
+   * On failure the error also carries `sent`: how many went in before the failing one.
+   */
   sendMessages(id: number, packed: Buffer, count: number): Promise<number>;
   /** IPC_RMID. */
   removeQueue(id: number): Promise<void>;
   probe(): Promise<NamespaceProbe>;
-  /** Ends the thread. Further calls reject. */
+  /** Ends the thread (joined before this resolves). Further calls reject with code 'E_INTERNAL'. */
   close(): Promise<void>;
 }
 
@@ -134,13 +137,15 @@ export interface NativeErrorFields {
   /** The failing system call, e.g. 'msgget', 'setns', 'open'. */
   syscall: string;
   message: string;
+  /** sendMessages only: messages sent before the failing one. */
+  sent?: number;
 }
 
 export interface NativeBinding {
   /**
    * Starts a dedicated thread that opens nsPath (an nsfs file of type IPC; '' = stay in the
-   * caller's own namespace) and setns()es into it. Rejects with ENOTNS-style errors
-   * (code 'E_NOT_IPC_NS') for a file that is not an IPC namespace.
+   * caller's own namespace) and setns()es into it. Rejects with code 'E_TARGET' for a file that
+   * is not an IPC namespace, or the errno name (e.g. 'ENOENT') when it cannot be opened.
    */
   openNamespace(nsPath: string): Promise<NativeNamespace>;
 }
@@ -150,13 +155,17 @@ export const ADDON_PATH_ENV = 'IPC_CKPT_ADDON';
 
 let loaded: NativeBinding | undefined;
 
-/** Loads the addon once: $IPC_CKPT_ADDON when set, else node-gyp's build/Release. */
+/** The addon file loadNative() loads: $IPC_CKPT_ADDON when set, else node-gyp's build/Release. */
+export function addonFile(): string {
+  const override = process.env[ADDON_PATH_ENV];
+  return override ? path.resolve(override) : path.join(PACKAGE_ROOT, 'build', 'Release', 'ipc_ckpt.node');
+}
+
+/** Loads the addon once (see addonFile). */
 export function loadNative(): NativeBinding {
   if (!loaded) {
-    const override = process.env[ADDON_PATH_ENV];
-    const file = override ? path.resolve(override) : path.join(PACKAGE_ROOT, 'build', 'Release', 'ipc_ckpt.node');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    loaded = require(file) as NativeBinding;
+    loaded = require(addonFile()) as NativeBinding;
   }
   return loaded;
 }
