@@ -17,9 +17,10 @@ export function seal(body: Buffer): Buffer {
 }
 
 /** A copy of a sealed image with `edit` applied to its body and the integrity record recomputed. */
-export function resealed(image: Buffer, edit: (body: Buffer) => Buffer | void): Buffer {
+export function resealed(image: Buffer, edit: (body: Buffer) => unknown): Buffer {
   const body = unsealed(image);
-  return seal(edit(body) ?? body);
+  const edited = edit(body);
+  return seal(Buffer.isBuffer(edited) ? edited : body);
 }
 
 /** Yields `bytes` in pieces of the given sizes (cycled), as a stream would. */
