@@ -1,0 +1,128 @@
+// The Docker side of the container tests: engine detection, the test images, containers that clean up after themselves.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import { buildMsgqTool, MSGQ_TOOL_BINARY } from '../support/msgq-tool';
+
+const repositoryRoot = path.resolve(__dirname, '..', '..');
+
+/** The oracle's image: the static msgq-tool alone, FROM scratch. */
+export const MSGQ_TOOL_IMAGE = 'ipc-ckpt-test/msgq-tool:latest';
+/** ipc-ckpt's own image, built from the top-level Dockerfile. */
+export const TOOL_IMAGE = 'ipc-ckpt-test/ipc-ckpt:latest';
+/** Every container a test starts carries this label, so a crashed run's leftovers can be found. */
+export const TEST_LABEL = 'ipc-ckpt-test';
+
+/** docker's own output, or an Error carrying its stderr. */
+export function docker(...args: string[]): string {
+  const result = spawnSync('docker', args, { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (result.error) throw result.error;
+  if (result.status !== 0) {
+    // The tail is where a failed build says why.
+    const output = (result.stderr || result.stdout).trim().slice(-4000);
+    throw new Error(`docker ${args.join(' ')} exited ${result.status}: ${output}`);
+  }
+  return result.stdout;
+}
+
+/** Why no engine answers, or undefined when one does. */
+export function engineUnavailableReason(): string | undefined {
+  const result = spawnSync('docker', ['info', '--format', '{{.ServerVersion}}'], { encoding: 'utf8', timeout: 20_000 });
+  if (result.error) return `docker client: ${result.error.message}`;
+  if (result.status !== 0 || !result.stdout.trim()) return (result.stderr || 'docker info failed').trim();
+  return undefined;
+}
+
+/**
+ * `describe` when an engine answers. Outside CI a missing engine skips with the reason; in CI (CI=true)
+ * it is a failure, so a broken setup cannot pass as green.
+ */
+export function describeWithDocker(name: string, body: () => void): void {
+  const reason = engineUnavailableReason();
+  if (reason === undefined) {
+    describe(name, body);
+  } else if (process.env.CI === 'true') {
+    describe(name, () => {
+      it('needs a Docker engine (CI=true: start one with scripts/docker-setup.sh start)', () => {
+        throw new Error(`no Docker engine answers: ${reason}`);
+      });
+    });
+  } else {
+    console.warn(`skipping "${name}": no Docker engine answers (${reason}); run scripts/docker-setup.sh start`);
+    describe.skip(name, body);
+  }
+}
+
+/** Builds the FROM scratch oracle image from the static binary (seconds; the layer cache makes reruns free). */
+export function buildMsgqToolImage(): string {
+  buildMsgqTool();
+  docker('build', '-q', '-t', MSGQ_TOOL_IMAGE, '-f', path.join(repositoryRoot, 'test/fixtures/msgq-tool.Dockerfile'),
+    path.dirname(MSGQ_TOOL_BINARY));
+  return MSGQ_TOOL_IMAGE;
+}
+
+/**
+ * Builds ipc-ckpt's image from the top-level Dockerfile. The base is $IPC_CKPT_TEST_BASE_IMAGE when set,
+ * else the offline base that scripts/docker-base-image.sh makes from the host's packages.
+ */
+export function buildToolImage(): string {
+  const base =
+    process.env.IPC_CKPT_TEST_BASE_IMAGE ??
+    execFileSync('bash', [path.join(repositoryRoot, 'scripts/docker-base-image.sh')], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim();
+  docker('build', '-q', '--build-arg', `BASE_IMAGE=${base}`, '-t', TOOL_IMAGE, repositoryRoot);
+  return TOOL_IMAGE;
+}
+
+/** A running container started by a test; remove() is safe to call twice. */
+export class Container {
+  private constructor(
+    readonly name: string,
+    readonly pid: number,
+  ) {}
+
+  /** Starts `docker run -d` with the given options, image and command, and waits until it prints READY. */
+  static start(options: string[], image: string, command: string[]): Container {
+    const name = `ipc-ckpt-test-${randomBytes(4).toString('hex')}`;
+    docker('run', '-d', '--name', name, '--label', TEST_LABEL, ...options, image, ...command);
+    try {
+      waitForReady(name);
+      const pid = Number(docker('inspect', '-f', '{{.State.Pid}}', name).trim());
+      if (!(pid > 0)) throw new Error(`container ${name} has no pid`);
+      return new Container(name, pid);
+    } catch (error) {
+      spawnSync('docker', ['rm', '-f', name]);
+      throw error;
+    }
+  }
+
+  /** The container's IPC namespace as the host sees it. */
+  get nsPath(): string {
+    return `/proc/${this.pid}/ns/ipc`;
+  }
+
+  /** `docker exec` of a command; returns status and output instead of throwing (a failed check is a result). */
+  exec(...command: string[]): { status: number | null; stdout: string; stderr: string } {
+    const result = spawnSync('docker', ['exec', this.name, ...command], { encoding: 'utf8' });
+    return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+  }
+
+  remove(): void {
+    spawnSync('docker', ['rm', '-f', this.name]);
+  }
+}
+
+function waitForReady(name: string): void {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const logs = spawnSync('docker', ['logs', name], { encoding: 'utf8' });
+    if (logs.stdout.includes('READY')) return;
+    const running = docker('inspect', '-f', '{{.State.Running}}', name).trim();
+    if (running !== 'true' || Date.now() > deadline) {
+      throw new Error(`container ${name} never became READY (running: ${running}): ${logs.stdout}${logs.stderr}`);
+    }
+    spawnSync('sleep', ['0.1']);
+  }
+}

@@ -1,0 +1,101 @@
+// Save a container's queues from the host, restore them into a fresh container, and prove that the application
+// in it sees the same queues and messages; then prove ipc-ckpt's own image saves the same thing.
+import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { dumpNamespace, DumpedQueue, msgqTool } from '../support/msgq-tool';
+import { cli, inspectWithoutSaveTime, runCli } from './cli';
+import { buildMsgqToolImage, buildToolImage, Container, describeWithDocker, docker } from './docker';
+
+// The workload's raised queue needs msgmnb >= its qbytes while it is set (containers lack CAP_SYS_RESOURCE).
+const WORKLOAD_MSGMNB = 65536;
+const KERNEL_DEFAULT_MSGMNB = 16384;
+
+/** What restore must reproduce of a queue (times and pids cannot be set from userspace). */
+function restorable(queue: DumpedQueue): Partial<DumpedQueue> {
+  const fields: Partial<DumpedQueue> = { ...queue };
+  for (const unsettable of ['stime', 'rtime', 'ctime', 'lspid', 'lrpid'] as const) delete fields[unsettable];
+  return fields;
+}
+
+describeWithDocker('a container checkpointed and restored into a fresh container', () => {
+  let msgqToolImage: string;
+  let workdir: string;
+  const containers: Container[] = [];
+  const start = (options: string[], command: string[]): Container => {
+    const container = Container.start(options, msgqToolImage, command);
+    containers.push(container);
+    return container;
+  };
+
+  beforeAll(() => {
+    msgqToolImage = buildMsgqToolImage();
+    workdir = mkdtempSync(path.join(tmpdir(), 'ipc-ckpt-container-'));
+  }, 120_000);
+
+  afterAll(() => {
+    for (const container of containers) container.remove();
+    if (workdir) rmSync(workdir, { recursive: true, force: true });
+  });
+
+  it('the checker fails in a fresh container that holds no queues (it can tell)', () => {
+    const empty = start(['--ipc=private'], ['idle']);
+    const result = empty.exec('/msgq-tool', 'check');
+    expect(result.status).toBe(1);
+    expect(result.stdout).toMatch(/DIFF namespace: 0 queues, expected 7/);
+  });
+
+  describe('workload -> host save -> fresh container -> host restore', () => {
+    let source: Container;
+    let target: Container;
+    const hostImage = () => path.join(workdir, 'host.img');
+
+    beforeAll(() => {
+      source = start(['--ipc=private', '--sysctl', `kernel.msgmnb=${WORKLOAD_MSGMNB}`], ['workload']);
+      // Back to the kernel default from the host, so the raised queue's qbytes exceeds its namespace's msgmnb.
+      msgqTool(source.nsPath, 'sysctl', 'msgmnb', KERNEL_DEFAULT_MSGMNB);
+      target = start(['--ipc=private'], ['idle']);
+    }, 60_000);
+
+    it('gives each container its own IPC namespace', () => {
+      expect(docker('inspect', '-f', '{{.HostConfig.IpcMode}}', source.name).trim()).toBe('private');
+      const namespaces = ['/proc/self/ns/ipc', source.nsPath, target.nsPath].map((p) => readlinkSync(p));
+      expect(new Set(namespaces).size).toBe(3);
+    });
+
+    it('saves the workload container from the host without changing it', () => {
+      const before = dumpNamespace(source.nsPath);
+      expect(before.queues).toHaveLength(7);
+      expect(before.queues.some((q) => q.qbytes > before.limits.msgmnb)).toBe(true);
+      cli('save', '--ns', source.nsPath, '-o', hostImage());
+      expect(dumpNamespace(source.nsPath)).toEqual(before);
+    });
+
+    it('restores into the fresh container the same queues and messages, and verify agrees', () => {
+      cli('restore', '--ns', target.nsPath, '-i', hostImage());
+      const sourceDump = dumpNamespace(source.nsPath);
+      const targetDump = dumpNamespace(target.nsPath);
+      expect(targetDump.queues.map(restorable)).toEqual(sourceDump.queues.map(restorable));
+      expect(targetDump.limits).toEqual(sourceDump.limits);
+      const verified = runCli('verify', '--ns', target.nsPath, '-i', hostImage());
+      expect(verified).toMatchObject({ status: 0 });
+    });
+
+    it('lets the application in the fresh container find every queue by key and receive every message by type', () => {
+      const result = target.exec('/msgq-tool', 'check');
+      expect(result.stdout).toMatch(/^OK 7 queues$/m);
+      expect(result.status).toBe(0);
+      // The check received everything: verify must now see the difference.
+      expect(runCli('verify', '--ns', target.nsPath, '-i', hostImage()).status).toBe(1);
+    });
+
+    it("saves the same image with ipc-ckpt's own Docker image (docker run --pid=host --privileged)", () => {
+      const toolImage = buildToolImage();
+      docker('run', '--rm', '--pid=host', '--privileged', '-v', `${workdir}:/data`, toolImage,
+        'save', '--ns', source.nsPath, '-o', '/data/tool.img');
+      expect(inspectWithoutSaveTime(path.join(workdir, 'tool.img'))).toEqual(inspectWithoutSaveTime(hostImage()));
+      // And the source is still intact for the application that owns it.
+      expect(source.exec('/msgq-tool', 'check').stdout).toMatch(/^OK 7 queues$/m);
+    }, 15 * 60_000);
+  });
+});
