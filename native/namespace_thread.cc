@@ -33,7 +33,7 @@ ErrnoError SessionClosed(const NamespaceTarget& target) {
 
 NamespaceThread::NamespaceThread(Napi::Env env, const NamespaceTarget& target, napi_deferred opened,
                                  ResultBuilder onOpened, SettleHook afterOpen)
-    : target_(target), deliveryState_(new DeliveryState()) {
+    : target_(target), env_(env), deliveryState_(new DeliveryState()) {
   delivery_ = Delivery::New(env, "ipc-ckpt namespace session", 0, 1, deliveryState_,
                             [](Napi::Env, void*, DeliveryState* state) { delete state; });
   deliveryState_->function = static_cast<napi_threadsafe_function>(delivery_);
@@ -50,9 +50,24 @@ NamespaceThread::NamespaceThread(Napi::Env env, const NamespaceTarget& target, n
     delivery_.Release();  // no thread will ever deliver: let the function go, or it would hold the event loop
     throw;
   }
+  // Registered after the function's own hook, so it runs before it (hooks run last in, first out).
+  if (napi_add_env_cleanup_hook(env, &NamespaceThread::StopAtEnvironmentExit, this) == napi_ok) {
+    exitHookRegistered_ = true;
+  }
 }
 
 NamespaceThread::~NamespaceThread() {
+  StopAndJoin();
+  if (exitHookRegistered_) napi_remove_env_cleanup_hook(env_, &NamespaceThread::StopAtEnvironmentExit, this);
+}
+
+void NamespaceThread::StopAtEnvironmentExit(void* self) {
+  auto* thread = static_cast<NamespaceThread*>(self);
+  thread->exitHookRegistered_ = false;  // Node drops a hook once it has run
+  thread->StopAndJoin();
+}
+
+void NamespaceThread::StopAndJoin() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopRequested_ = true;

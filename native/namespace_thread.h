@@ -55,9 +55,15 @@ class NamespaceThread {
 
   void Push(Napi::Env env, Job job);
   void Run();
+  // Main thread: lets the thread finish its queued jobs, then joins it.
+  void StopAndJoin();
+  // Node tears thread-safe functions down at exit before it collects objects: the thread must end first.
+  static void StopAtEnvironmentExit(void* self);
   void Deliver(std::unique_ptr<Completion> completion);
 
   const NamespaceTarget& target_;
+  napi_env env_;
+  bool exitHookRegistered_ = false;  // main thread only
   Delivery delivery_;
   DeliveryState* deliveryState_;
   std::mutex mutex_;
