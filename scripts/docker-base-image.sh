@@ -114,5 +114,8 @@ tar -C / --no-recursion --numeric-owner -cf - -T "$work/files" |
     --message "ipc-ckpt local base: $(tr '\n' ' ' <"$work/packages" | cut -c1-200)" \
     - "$image" >/dev/null
 docker tag "$image" "$REPOSITORY:latest"
+# Older bases of this repository are dead weight (about half a gigabyte each).
+docker images --format '{{.Repository}}:{{.Tag}}' "$REPOSITORY" | grep -v -e ":$key\$" -e ':latest$' |
+  xargs -r docker rmi >/dev/null 2>&1 || true
 log "imported $image ($(docker image inspect -f '{{.Size}}' "$image") bytes)"
 echo "$image"

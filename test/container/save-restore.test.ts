@@ -1,6 +1,6 @@
 // Save a container's queues from the host, restore them into a fresh container, and prove that the application
 // in it sees the same queues and messages; then prove ipc-ckpt's own image saves the same thing.
-import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { dumpNamespace, DumpedQueue, msgqTool } from '../support/msgq-tool';
@@ -16,6 +16,14 @@ function restorable(queue: DumpedQueue): Partial<DumpedQueue> {
   const fields: Partial<DumpedQueue> = { ...queue };
   for (const unsettable of ['stime', 'rtime', 'ctime', 'lspid', 'lrpid'] as const) delete fields[unsettable];
   return fields;
+}
+
+/** The cgroup v1 freezer state of a process's cgroup (Docker here runs with cgroup v1). */
+function freezerState(pid: number): string {
+  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:([^:]*,)?freezer(,[^:]*)?:/.test(l));
+  if (line === undefined) throw new Error(`pid ${pid} has no freezer cgroup`);
+  const cgroupPath = line.slice(line.indexOf(':', line.indexOf(':') + 1) + 1);
+  return readFileSync(path.join('/sys/fs/cgroup/freezer', cgroupPath, 'freezer.state'), 'utf8').trim();
 }
 
 describeWithDocker('a container checkpointed and restored into a fresh container', () => {
@@ -69,6 +77,14 @@ describeWithDocker('a container checkpointed and restored into a fresh container
       expect(before.queues.some((q) => q.qbytes > before.limits.msgmnb)).toBe(true);
       cli('save', '--ns', source.nsPath, '-o', hostImage());
       expect(dumpNamespace(source.nsPath)).toEqual(before);
+    });
+
+    it('saves the same image with --freeze and leaves the container thawed and running', () => {
+      const frozenImage = path.join(workdir, 'frozen.img');
+      cli('save', '--freeze', '--ns', source.nsPath, '-o', frozenImage);
+      expect(inspectWithoutSaveTime(frozenImage)).toEqual(inspectWithoutSaveTime(hostImage()));
+      expect(docker('inspect', '-f', '{{.State.Status}}', source.name).trim()).toBe('running');
+      expect(freezerState(source.pid)).toBe('THAWED');
     });
 
     it('restores into the fresh container the same queues and messages, and verify agrees', () => {
