@@ -487,7 +487,7 @@ export async function decodeImageToMemory(bytes: Uint8Array, options: DecoderOpt
 }
 
 /** Collects decoder events into an in-memory Image (tests, inspect --messages on small images). */
-export async function collectImage(events: AsyncIterable<ImageEvent>): Promise<Image> {
+export async function collectImage(events: AsyncIterable<ImageEvent> | Iterable<ImageEvent>): Promise<Image> {
   let header: ImageHeader | undefined;
   let limits: NamespaceLimits | undefined;
   const queues: Image['queues'] = [];

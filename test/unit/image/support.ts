@@ -4,6 +4,7 @@ import { IpcCkptError } from '../../../lib/errors';
 import { ImageEncoder } from '../../../lib/image/encoder';
 import { decodeImage, type DecoderOptions, type ImageEvent } from '../../../lib/image/decoder';
 import { IntegrityLayout, TailLayout } from '../../../lib/image/layout';
+import type { Image } from '../../../lib/image/model';
 
 /** The image's bytes before its integrity record (a sealed image ends with integrity + TAIL). */
 export function unsealed(image: Buffer): Buffer {
@@ -48,4 +49,9 @@ export async function decodeError(input: Buffer | AsyncIterable<Buffer>, options
     throw new Error(`decode threw a non-IpcCkptError: ${String(error)}`, { cause: error });
   }
   throw new Error('decode succeeded where it had to fail');
+}
+
+/** The image with bodies as base64: jest compares strings far faster than Buffers byte by byte. */
+export function comparable(image: Image): unknown {
+  return { ...image, queues: image.queues.map(({ queue, messages }) => ({ queue, messages: messages.map(({ type, body }) => ({ type, body: body.toString('base64') })) })) };
 }
