@@ -29,6 +29,9 @@ function randomKey(): number {
   return (randomBytes(4).readUInt32BE() | 0x40000000) >>> 0;
 }
 
+// Containers start in about a second each; a test runs several.
+jest.setTimeout(120_000);
+
 describeWithDocker("Docker's IPC modes", () => {
   let msgqToolImage: string;
   let workdir: string;

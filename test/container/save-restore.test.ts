@@ -26,6 +26,9 @@ function freezerState(pid: number): string {
   return readFileSync(path.join('/sys/fs/cgroup/freezer', cgroupPath, 'freezer.state'), 'utf8').trim();
 }
 
+// Containers start in about a second each; a test runs several.
+jest.setTimeout(120_000);
+
 describeWithDocker('a container checkpointed and restored into a fresh container', () => {
   let msgqToolImage: string;
   let workdir: string;
