@@ -3,7 +3,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { addonFile, loadNative, NativeNamespace } from '../../lib/native';
+import { addonFile, loadNative } from '../../lib/native';
 import { TestNamespace, ownNamespace } from '../support/namespace';
 import { SESSION_THREAD_NAME, sessionThreads, strayThreads } from './session-threads';
 
@@ -184,5 +184,3 @@ describe('native namespace session', () => {
     expect(addonFile()).toEqual(expected);
   });
 });
-
-export type { NativeNamespace };
