@@ -5,7 +5,7 @@
 //   bench-baseline restore --ns PATH [same options as fill]   (msg_next_id + msgget + IPC_SET + msgsnd)
 //   bench-baseline save    --ns PATH [--buffer learned|msgmax] (MSG_INFO + MSG_STAT_ANY + MSG_COPY)
 //   bench-baseline count   --ns PATH                           (queues, messages, bytes in the namespace)
-//   bench-baseline run     --report FILE -- CMD ARGS...        (wall time and peak RSS of one child)
+//   bench-baseline run     --report FILE [--stdout FILE] -- CMD ARGS...  (wall time and peak RSS of one child)
 //
 // Every mode prints one JSON object on stdout (run writes it to FILE, leaving the child's output alone).
 #define _GNU_SOURCE
@@ -45,6 +45,7 @@ struct options {
   long msgmnb;
   int buffer_msgmax;
   const char *report;
+  const char *child_stdout;
 };
 
 static void die(const char *what) {
@@ -263,6 +264,11 @@ static int run(const struct options *opt, char **argv) {
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
+    if (opt->child_stdout != NULL) {
+      int fd = open(opt->child_stdout, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0) die(opt->child_stdout);
+      close(fd);
+    }
     execvp(argv[0], argv);
     fprintf(stderr, "bench-baseline: exec %s: %s\n", argv[0], strerror(errno));
     _exit(127);
@@ -311,6 +317,7 @@ int main(int argc, char **argv) {
     else if (strcmp(arg, "--msgmnb") == 0) opt.msgmnb = number_argument(arg, value);
     else if (strcmp(arg, "--buffer") == 0) opt.buffer_msgmax = value && strcmp(value, "msgmax") == 0;
     else if (strcmp(arg, "--report") == 0) opt.report = value;
+    else if (strcmp(arg, "--stdout") == 0) opt.child_stdout = value;
     else {
       fprintf(stderr, "bench-baseline: unknown option %s\n", arg);
       return 2;

@@ -147,9 +147,10 @@ class Baseline {
   }
 
   /** Runs any command under the baseline's `run` mode: wall time and peak RSS (wait4's ru_maxrss). */
-  measure(argv) {
+  measure(argv, { stdoutTo } = {}) {
     const report = path.join(this.workDir, 'run-report.json');
-    const result = runChild([this.binary, 'run', '--report', report, '--', ...argv]);
+    const redirect = stdoutTo ? ['--stdout', stdoutTo] : [];
+    const result = runChild([this.binary, 'run', '--report', report, ...redirect, '--', ...argv]);
     const run = JSON.parse(fs.readFileSync(report, 'utf8'));
     fs.rmSync(report);
     return { ...run, stdout: result.stdout, stderr: result.stderr };
@@ -223,8 +224,8 @@ function detectIpcCkpt(baselineOnly) {
   return { cli, api, why };
 }
 
-function measureCli(baseline, args) {
-  const run = baseline.measure([process.execPath, CLI, ...args]);
+function measureCli(baseline, args, measureOptions) {
+  const run = baseline.measure([process.execPath, CLI, ...args], measureOptions);
   if (run.exitCode !== 0) throw new Error(`ipc-ckpt ${args.join(' ')} exited ${run.exitCode}: ${run.stderr.trim()}`);
   return run;
 }
@@ -282,6 +283,10 @@ async function benchSave(baseline, ipcCkpt, row, workDir) {
     const tools = [{ name: 'C baseline', measure: () => baseline.call('save', ns) }];
     if (row.msgmaxBufferProbe) tools.push({ name: 'C baseline, msgmax buffer', measure: () => baseline.call('save', ns, ['--buffer', 'msgmax']) });
     if (ipcCkpt.cli) tools.push({ name: 'ipc-ckpt CLI', measure: () => measureCli(baseline, ['save', '--ns', ns, '-o', cliImage]) });
+    // The same save to stdout into /dev/null: no file, no fsync, to tell the codec's cost from the disk's.
+    if (ipcCkpt.cli && row.size >= 64 * KIB) {
+      tools.push({ name: 'ipc-ckpt CLI, -o - >/dev/null', measure: () => measureCli(baseline, ['save', '--ns', ns, '-o', '-'], { stdoutTo: '/dev/null' }) });
+    }
     if (ipcCkpt.api) tools.push({ name: 'ipc-ckpt API', measure: () => measureApi(baseline, 'save', ns, apiImage) });
     const samples = await measureInTurns(tools, repeats);
     tools.forEach((tool, t) => {
