@@ -4,6 +4,7 @@
 //   bench-codec.js encode-memory TOTAL_BYTES                            encode 64 KiB messages, discard the output
 //   bench-codec.js decode-memory TOTAL_BYTES                            decode an in-memory image of 64 KiB messages
 //   bench-codec.js decode-file FILE                                     decode an image file as a stream
+//   bench-codec.js sha256 TOTAL_BYTES                                   SHA-256 alone (the integrity record's bound)
 // Each prints one JSON line: bytes (image bytes), seconds, vmHwmKb.
 'use strict';
 const fs = require('node:fs');
@@ -214,6 +215,17 @@ async function decodeFile(file) {
   return { phase: 'decode-file', bytes: decoded.imageBytes, messages: decoded.messages, seconds: elapsedSeconds(start) };
 }
 
+/** node:crypto's SHA-256 over 4 MiB pieces: every byte of an image goes through it once on save and restore. */
+function sha256Only(totalBytes) {
+  const piece = Buffer.alloc(BATCH_BYTES, BODY_BYTE);
+  const pieces = Math.max(1, Math.round(totalBytes / piece.length));
+  const digest = new ImageDigest();
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < pieces; i++) digest.update(piece);
+  digest.digest();
+  return { phase: 'sha256', bytes: pieces * piece.length, seconds: elapsedSeconds(start) };
+}
+
 async function main() {
   const [phase, ...args] = process.argv.slice(2);
   if (phase === 'write-image') {
@@ -224,6 +236,8 @@ async function main() {
     print(encodeMemory(Number(args[0])));
   } else if (phase === 'decode-memory') {
     print(await decodeMemory(Number(args[0])));
+  } else if (phase === 'sha256') {
+    print(sha256Only(Number(args[0])));
   } else if (phase === 'decode-file') {
     print(await decodeFile(args[0]));
   } else {

@@ -30,13 +30,13 @@ const CHILD_TIMEOUT_MS = 15 * 60 * 1000;
  */
 const FULL_ROWS = [
   { name: '1k x 64 B', queues: 1, messages: 1000, size: 64, msgmaxBufferProbe: true },
-  { name: '10k x 64 B', queues: 1, messages: 10000, size: 64, msgmaxBufferProbe: true },
+  { name: '10k x 64 B', queues: 1, messages: 10000, size: 64, msgmaxBufferProbe: true, repeats: 5 },
   { name: '30k x 64 B', queues: 1, messages: 30000, size: 64 },
   { name: '1k x 64 KiB', queues: 1, messages: 1000, size: 64 * KIB },
   { name: '100 queues x 100 x 64 B', queues: 100, messages: 100, size: 64, msgmaxBufferProbe: true },
   { name: '1k x 64 B, msgmax 1 MiB', queues: 1, messages: 1000, size: 64, msgmax: MIB, msgmaxBufferProbe: true },
   { name: '1M x 16 B', queues: 1, messages: 1000000, size: 16, save: false },
-  { name: '1 GiB: 16 queues x 1024 x 64 KiB', queues: 16, messages: 1024, size: 64 * KIB },
+  { name: '1 GiB: 16 queues x 1024 x 64 KiB', queues: 16, messages: 1024, size: 64 * KIB, repeats: 1 },
 ];
 const QUICK_ROWS = [
   { name: '1k x 64 B', queues: 1, messages: 1000, size: 64, msgmaxBufferProbe: true },
@@ -176,8 +176,12 @@ function msgmnbFor(row) {
   return Math.max(DEFAULT_MSGMNB, row.messages * row.size, row.messages);
 }
 
-/** Median over repeated samples; the repeat count follows the baseline's own time so short rows are not noise. */
-function repeatsFor(baselineSeconds) {
+/**
+ * Median over repeated samples; the repeat count follows the baseline's own time so short rows are not
+ * noise, unless the row sets its own (more for a target row, one for a row that takes minutes).
+ */
+function repeatsFor(row, baselineSeconds) {
+  if (row.repeats !== undefined) return row.repeats;
   if (baselineSeconds < 0.2) return 5;
   if (baselineSeconds < 2) return 3;
   return 1;
@@ -277,7 +281,7 @@ async function benchSave(baseline, ipcCkpt, row, workDir) {
     const filled = baseline.call('fill', ns, contentArguments(row));
     log(`  filled ${row.name}: ${filled.messages} messages in ${(filled.seconds * 1000).toFixed(1)} ms`);
     const first = baseline.call('save', ns);
-    const repeats = repeatsFor(first.seconds);
+    const repeats = repeatsFor(row, first.seconds);
     const cliImage = path.join(workDir, `${slug(row.name)}.img`);
     const apiImage = path.join(workDir, `${slug(row.name)}.api.img`);
     const tools = [{ name: 'C baseline', measure: () => baseline.call('save', ns) }];
@@ -325,7 +329,7 @@ async function benchRestore(baseline, ipcCkpt, row, imageFile) {
     tools.push({ name: 'ipc-ckpt API', measure: inFreshNamespace('ipc-ckpt API', (ns) => measureApi(baseline, 'restore', ns, imageFile)) });
   }
   const first = await tools[0].measure();
-  const samples = await measureInTurns(tools, repeatsFor(first.seconds));
+  const samples = await measureInTurns(tools, repeatsFor(row, first.seconds));
   const imageBytes = imageFile === null ? undefined : fs.statSync(imageFile).size;
   return tools.map((tool, t) => {
     const runs = samples[t];
@@ -545,6 +549,7 @@ function runCodecBench(quick, workDir) {
     { key: 'encodeFile', label: 'encode to a file (no fsync)', argv: ['write-image', imageFile, '16', String(bytes / (16 * 64 * KIB)), String(64 * KIB), String(64 * KIB), String(bytes / 16)] },
     { key: 'decodeMemory', label: 'decode (records + SHA-256), in memory', argv: ['decode-memory', String(bytes)] },
     { key: 'decodeFile', label: 'decode from a file', argv: ['decode-file', imageFile] },
+    { key: 'sha256', label: 'SHA-256 alone (node:crypto)', argv: ['sha256', String(bytes)] },
   ];
   const codec = {};
   for (const phase of phases) {
@@ -555,6 +560,9 @@ function runCodecBench(quick, workDir) {
     }
     const report = lastJsonLine(result.stdout, `bench-codec ${phase.argv[0]}`);
     codec[phase.key] = { label: phase.label, ...report, gigabytesPerSecond: report.bytes / 1e9 / report.seconds, peakRssKb: report.vmHwmKb };
+    if (report.recordsSeconds !== undefined) {
+      codec.encodeRecordsOnly = { label: 'encode, records only (no SHA-256)', bytes: report.bytes, seconds: report.recordsSeconds, gigabytesPerSecond: report.bytes / 1e9 / report.recordsSeconds, peakRssKb: report.vmHwmKb };
+    }
     log(`  codec ${phase.label}: ${(report.bytes / 1e6).toFixed(0)} MB in ${formatSeconds(report.seconds)}, peak RSS ${(report.vmHwmKb / 1024).toFixed(1)} MiB`);
   }
   fs.rmSync(imageFile, { force: true });
@@ -563,7 +571,7 @@ function runCodecBench(quick, workDir) {
 
 function codecTable(codec) {
   const lines = ['| Path | Image size | Time | GB/s | Peak RSS |', '|---|--:|--:|--:|--:|'];
-  for (const key of ['encodeMemory', 'decodeMemory', 'encodeFile', 'decodeFile']) {
+  for (const key of ['encodeMemory', 'encodeRecordsOnly', 'decodeMemory', 'encodeFile', 'decodeFile', 'sha256']) {
     const c = codec[key];
     if (!c) continue;
     lines.push(`| ${c.label} | ${(c.bytes / 1e6).toFixed(0)} MB | ${formatSeconds(c.seconds)} | ${c.gigabytesPerSecond.toFixed(2)} | ${(c.peakRssKb / 1024).toFixed(1)} MiB |`);
