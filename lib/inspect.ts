@@ -118,7 +118,8 @@ function queueReport(queue: QueueRecord, offset: number): InspectQueue {
 
 /** Decodes and verifies a whole image into a report; any defect throws the decoder's IpcCkptError. */
 export async function inspect(input: ImageInput, options: InspectOptions = {}): Promise<InspectReport> {
-  const decoderOptions: DecoderOptions = { strictV16: options.strictV16 };
+  // Each batch is unpacked (and bodies base64-encoded) before the next is asked for, so one buffer serves all.
+  const decoderOptions: DecoderOptions = { strictV16: options.strictV16, reuseBatchBuffer: true };
   let report: Partial<InspectReport> = {};
   const queues: InspectQueue[] = [];
   let messageCount = 0;

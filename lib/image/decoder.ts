@@ -38,6 +38,11 @@ export interface DecoderOptions {
   strictV16?: boolean;
   /** Upper bound of one 'messages' batch in packed bytes (a single larger message still comes alone). */
   messageBatchBytes?: number;
+  /**
+   * Reuse one batch buffer: a 'messages' event's `packed` is then valid only until the next event is
+   * asked for. Spares an allocation (and its page faults) per batch for consumers that do not keep batches.
+   */
+  reuseBatchBuffer?: boolean;
 }
 
 export const DEFAULT_MESSAGE_BATCH_BYTES = 4 * 1024 * 1024;
@@ -82,6 +87,9 @@ interface Batch {
 class ImageDecoder {
   private readonly strictV16: boolean;
   private readonly batchBytes: number;
+  private readonly reuseBatchBuffer: boolean;
+  /** The buffer the next batch may reuse (reuseBatchBuffer only). */
+  private spareBatchBuffer: Buffer | undefined;
 
   constructor(
     private readonly reader: ByteReader,
@@ -93,6 +101,14 @@ class ImageDecoder {
       throw new IpcCkptError('E_USAGE', `messageBatchBytes ${batchBytes} is not an integer in 1..${INT32_MAX}`);
     }
     this.batchBytes = batchBytes;
+    this.reuseBatchBuffer = options.reuseBatchBuffer === true;
+  }
+
+  /** A buffer for a new batch of `capacity` bytes: the spare one when reusing and it is large enough. */
+  private batchBuffer(capacity: number): Buffer {
+    if (!this.reuseBatchBuffer) return Buffer.allocUnsafe(capacity);
+    if (this.spareBatchBuffer === undefined || this.spareBatchBuffer.length < capacity) this.spareBatchBuffer = Buffer.allocUnsafe(capacity);
+    return this.spareBatchBuffer;
   }
 
   /** Buffers the next record header and peeks it; what names the record expected, for the error. */
@@ -328,7 +344,7 @@ class ImageDecoder {
         // What the queue still claims bounds the batch; the batch size bounds both claim and allocation.
         const claimed = PACKED_MESSAGE_HEADER_BYTES * (qnum - index) + (cbytes - bytesSoFar);
         const capacity = Math.min(Math.max(this.batchBytes, PACKED_MESSAGE_HEADER_BYTES), claimed);
-        batch = { data: Buffer.allocUnsafe(capacity), pos: 0, count: 0, offset: at };
+        batch = { data: this.batchBuffer(capacity), pos: 0, count: 0, offset: at };
       }
       const data = batch.data;
       data.writeUInt32LE(typeLow >>> 0, batch.pos + PACKED_TYPE_OFFSET);
@@ -452,7 +468,7 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
   let messageCount = 0;
   let messageBytes = 0;
   let largestMessageBytes = 0;
-  for await (const event of decodeImage(input, options)) {
+  for await (const event of decodeImage(input, { ...options, reuseBatchBuffer: true })) {
     switch (event.kind) {
       case 'header':
         header = event.header;

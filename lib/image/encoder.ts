@@ -192,8 +192,12 @@ export class ImageEncoder {
     return out;
   }
 
-  /** Encodes `count` messages of a native packed batch into one buffer (the save path's hot loop). */
-  messagesFromPacked(packed: Buffer, count: number): Buffer {
+  /**
+   * Encodes `count` messages of a native packed batch into one buffer (the save path's hot loop).
+   * With `into` large enough, writes there and returns a view of it: reusing a buffer the caller knows
+   * is no longer in flight spares a fresh allocation (and its page faults) per batch.
+   */
+  messagesFromPacked(packed: Buffer, count: number, into?: Buffer): Buffer {
     let total = 0;
     let pos = 0;
     for (let index = 0; index < count; index++) {
@@ -218,7 +222,7 @@ export class ImageEncoder {
     }
     if (pos !== packed.length) throw cannotEncode('a packed batch', `${packed.length - pos} bytes left after ${count} messages`);
 
-    const out = Buffer.allocUnsafe(total);
+    const out = into !== undefined && into.length >= total ? into.subarray(0, total) : Buffer.allocUnsafe(total);
     let at = 0;
     pos = 0;
     for (let index = 0; index < count; index++) {

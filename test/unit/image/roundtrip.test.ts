@@ -23,7 +23,9 @@ function encodeAsWriter(image: Image, batchSize: number): Buffer {
     write(encoder.queue(queue));
     for (let first = 0; first < messages.length; first += batchSize) {
       const batch = messages.slice(first, first + batchSize);
-      write(encoder.messagesFromPacked(packMessages(batch), batch.length));
+      // Alternate between a reused buffer and fresh ones, as a writer that reuses after each write would.
+      const into = first % (2 * batchSize) === 0 ? Buffer.alloc(70000) : undefined;
+      write(Buffer.from(encoder.messagesFromPacked(packMessages(batch), batch.length, into)));
     }
   }
   parts.push(encoder.trailer(digest.digest()));
@@ -57,6 +59,19 @@ describe('image round trip', () => {
         },
       ),
       { numRuns: 150 },
+    );
+  });
+
+  test('a reused batch buffer gives the same messages to a consumer that copies each batch before the next', async () => {
+    await fc.assert(
+      fc.asyncProperty(imageArb(), fc.integer({ min: 1, max: 40000 }), async (image, messageBatchBytes) => {
+        const copied: ImageEvent[] = [];
+        for await (const event of decodeImage(encodeImage(image), { messageBatchBytes, reuseBatchBuffer: true })) {
+          copied.push(event.kind === 'messages' ? { ...event, packed: Buffer.from(event.packed) } : event);
+        }
+        expect(comparable(await collectImage(copied))).toEqual(comparable(image));
+      }),
+      { numRuns: 100 },
     );
   });
 
