@@ -1,6 +1,7 @@
 #include "namespace_thread.h"
 
 #include <pthread.h>
+#include <signal.h>
 
 // What one job hands back to the main thread.
 struct NamespaceThread::Completion {
@@ -124,6 +125,10 @@ void NamespaceThread::Push(Napi::Env env, Job job) {
 
 void NamespaceThread::Run() {
   pthread_setname_np(pthread_self(), kThreadName);
+  // Process signals belong to Node's own threads, as with libuv's pool.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
   for (;;) {
     Job job;
     {
