@@ -22,6 +22,9 @@ function withUint32(image: Buffer, offset: number, value: number): Buffer {
   return copy;
 }
 
+/** Hundreds of decodes per test: allow for a busy shared machine. */
+const EXHAUSTIVE_TIMEOUT_MS = 60_000;
+
 describe('truncated images', () => {
   test('the golden image cut at every byte offset is a typed error naming where it ends', async () => {
     for (let length = 0; length < GOLDEN_IMAGE.length; length++) {
@@ -31,7 +34,7 @@ describe('truncated images', () => {
       expect(error.offset).toBeLessThanOrEqual(length);
       expect(error.message).toMatch(new RegExp(`^record at offset ${error.offset}: image ends at offset ${length}\\b`));
     }
-  });
+  }, EXHAUSTIVE_TIMEOUT_MS);
 
   test('a cut image fed one byte at a time fails the same way', async () => {
     for (const length of [0, 7, 100, GOLDEN_OFFSETS.message0Body + 3, GOLDEN_OFFSETS.tail + 9]) {
@@ -54,7 +57,7 @@ describe('corrupted bytes', () => {
         expect(error.message.startsWith(`record at offset ${error.offset}: `)).toBe(true);
       }
     }
-  });
+  }, EXHAUSTIVE_TIMEOUT_MS);
 
   test('a flipped message body byte is caught by the integrity record', async () => {
     const flipped = Buffer.from(GOLDEN_IMAGE);
@@ -148,7 +151,7 @@ describe('memory stays bounded', () => {
     );
     expect(error.message).toMatch(new RegExp(`image ends at offset \\d+, expected message ${present} of queue id 32769$`));
     expect(Math.max(...samples) - baseline).toBeLessThan(32 * 1024 * 1024);
-  });
+  }, EXHAUSTIVE_TIMEOUT_MS);
 
   test('a message claiming INT_MAX bytes allocates only as its bytes arrive', async () => {
     const size = 0x7fffffff;
@@ -171,5 +174,5 @@ describe('memory stays bounded', () => {
     );
     expect(error.message).toMatch(/image ends at offset \d+, expected BUFFER chunk 1025 of message 0 of queue id 32769/);
     expect(Math.max(...samples) - baseline).toBeLessThan(64 * 1024 * 1024);
-  });
+  }, EXHAUSTIVE_TIMEOUT_MS);
 });

@@ -32,6 +32,9 @@ function encodeAsWriter(image: Image, batchSize: number): Buffer {
   return Buffer.concat(parts);
 }
 
+/** Property runs are CPU-bound; the machine is shared, so allow well beyond their usual few seconds. */
+const PROPERTY_TIMEOUT_MS = 120_000;
+
 describe('image round trip', () => {
   test('decode(encode(image)) equals the image', async () => {
     await fc.assert(
@@ -40,7 +43,7 @@ describe('image round trip', () => {
       }),
       { numRuns: 150 },
     );
-  });
+  }, PROPERTY_TIMEOUT_MS);
 
   test('the streaming decoder gives the same image for any chunking and batch size', async () => {
     await fc.assert(
@@ -60,7 +63,7 @@ describe('image round trip', () => {
       ),
       { numRuns: 150 },
     );
-  });
+  }, PROPERTY_TIMEOUT_MS);
 
   test('a reused batch buffer gives the same messages to a consumer that copies each batch before the next', async () => {
     await fc.assert(
@@ -73,7 +76,7 @@ describe('image round trip', () => {
       }),
       { numRuns: 100 },
     );
-  });
+  }, PROPERTY_TIMEOUT_MS);
 
   test('the writer path (messagesFromPacked, rolling digest) produces the same bytes as encodeImage', async () => {
     await fc.assert(
@@ -82,7 +85,7 @@ describe('image round trip', () => {
       }),
       { numRuns: 150 },
     );
-  });
+  }, PROPERTY_TIMEOUT_MS);
 
   test('messagesFromPacked equals message() for each message in turn', () => {
     fc.assert(
@@ -93,5 +96,5 @@ describe('image round trip', () => {
       }),
       { numRuns: 200 },
     );
-  });
+  }, PROPERTY_TIMEOUT_MS);
 });
