@@ -8,7 +8,7 @@ import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
 import { MsgSysctlName, MsgSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
-import { RollbackGuardian } from './rollback-guardian';
+import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
 export interface RestoreOptions {
@@ -169,8 +169,7 @@ function injectedFault(queuesCreated: number): void {
 /** One restore's changes to the target, undone by rollback(). */
 class RestoreRun {
   private readonly created: number[] = [];
-  private readonly originals = new Map<MsgSysctlName, number>();
-  readonly guardian: RollbackGuardian;
+  readonly sysctls: RaisedSysctls;
   messages = 0;
   messageBytes = 0;
 
@@ -179,15 +178,15 @@ class RestoreRun {
     target: ResolvedTarget,
     private readonly options: RestoreOptions,
   ) {
-    this.guardian = RollbackGuardian.start(target);
+    this.sysctls = new RaisedSysctls(ns, target);
   }
 
-  async setSysctl(change: SysctlChange): Promise<void> {
-    if (!this.originals.has(change.name)) {
-      this.originals.set(change.name, change.from);
-      await this.guardian.registerSysctl(change.name, change.from);
-    }
-    await this.ns.writeSysctl(change.name, change.to);
+  private get guardian() {
+    return this.sysctls.guardian;
+  }
+
+  private setSysctl(change: SysctlChange): Promise<void> {
+    return this.sysctls.set(change.name, change.to, change.from);
   }
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
@@ -254,13 +253,7 @@ class RestoreRun {
         problems.push(`queue ${id}: ${(error as Error).message}`);
       }
     }
-    for (const [name, value] of [...this.originals].reverse()) {
-      try {
-        await this.ns.writeSysctl(name, value);
-      } catch (error) {
-        problems.push(`${name}: ${(error as Error).message}`);
-      }
-    }
+    problems.push(...(await this.sysctls.putBack()));
     return problems;
   }
 }
@@ -285,13 +278,13 @@ export async function restore(target: Target | undefined, input: string | Readab
           await run.apply(plan, image, source);
         } catch (error) {
           const problems = await run.rollback();
-          await run.guardian.finish();
+          await run.sysctls.finish();
           if (problems.length > 0 && error instanceof Error) {
             error.message += `\nrolling back also failed:\n  ${problems.join('\n  ')}`;
           }
           throw error;
         }
-        await run.guardian.finish();
+        await run.sysctls.finish();
         summary.queues = image.queues.length;
         summary.messages = run.messages;
         summary.messageBytes = run.messageBytes;

@@ -37,7 +37,6 @@ export class RollbackGuardian {
     const command = target.nsPath === '' ? ['sh', '-c', GUARDIAN_SCRIPT] : ['nsenter', `--ipc=${target.nsPath}`, 'sh', '-c', GUARDIAN_SCRIPT];
     // Its own process group: a Ctrl-C or kill of our group must not take the guardian down with us.
     this.child = spawn(command[0], command.slice(1), { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.unref();
     this.acks = createInterface({ input: this.child.stdout });
     this.acks.on('line', (line) => this.pending.shift()?.(line));
     this.child.on('exit', () => {

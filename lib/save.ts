@@ -10,7 +10,7 @@ import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output'
 import { FrozenCgroup } from './freezer';
 import { openNamespace } from './namespace';
 import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat, MsgSysctls } from './native';
-import { RollbackGuardian } from './rollback-guardian';
+import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
 export interface SaveOptions {
@@ -133,7 +133,7 @@ function packedBodyBytes(data: Buffer, count: number): number {
 /** One save: the namespace session, the output and what was raised, undone in finish(). */
 class SaveRun {
   private readonly encoder: ImageEncoder;
-  private guardian: RollbackGuardian | undefined;
+  readonly raised: RaisedSysctls;
   private originalMsgmax: number | undefined;
   private currentMsgmax = 0;
   private copyBufferSize = MIN_COPY_BUFFER;
@@ -147,12 +147,7 @@ class SaveRun {
     private readonly options: SaveOptions,
   ) {
     this.encoder = new ImageEncoder({ strictV16: options.strictV16 });
-  }
-
-  /** The guardian puts back what we raise or freeze if this process dies midway. */
-  guard(): RollbackGuardian {
-    this.guardian ??= RollbackGuardian.start(this.target);
-    return this.guardian;
+    this.raised = new RaisedSysctls(ns, target);
   }
 
   async saveNamespace(): Promise<void> {
@@ -282,11 +277,8 @@ class SaveRun {
   }
 
   private async raiseMsgmax(value: number): Promise<void> {
-    if (this.originalMsgmax === undefined) {
-      this.originalMsgmax = this.currentMsgmax;
-      await this.guard().registerSysctl('msgmax', this.originalMsgmax);
-    }
-    await this.ns.writeSysctl('msgmax', value);
+    this.originalMsgmax ??= this.currentMsgmax;
+    await this.raised.set('msgmax', value, this.currentMsgmax);
     this.currentMsgmax = value;
     this.summary.msgmaxRaised = true;
   }
@@ -297,11 +289,9 @@ class SaveRun {
 
   /** Puts back what was raised and ends the guardian; runs on success and failure. */
   async finish(): Promise<void> {
-    try {
-      if (this.originalMsgmax !== undefined) await this.ns.writeSysctl('msgmax', this.originalMsgmax);
-    } finally {
-      await this.guardian?.finish();
-    }
+    const problems = await this.raised.putBack();
+    await this.raised.finish();
+    if (problems.length > 0) throw new IpcCkptError('E_INTERNAL', `putting the namespace's limits back failed: ${problems.join('; ')}`);
   }
 }
 
@@ -320,7 +310,7 @@ export async function save(target: Target | undefined, output: string | Writable
   try {
     imageOutput = typeof output === 'string' && output !== '-' ? await FileImageOutput.create(output) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output);
     run = new SaveRun(ns, resolved, imageOutput, options);
-    if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, run.guard());
+    if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, run.raised.guardian);
     await run.saveNamespace();
     run.summary.imageBytes = imageOutput.position;
     await imageOutput.commit();

@@ -7,6 +7,8 @@ import { openImageSource } from './image-input';
 import { openNamespace } from './namespace';
 import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
 import { NOT_RESTORABLE_FIELDS } from './restore';
+import { RaisedSysctls } from './raised-sysctls';
+import { IpcCkptError } from './errors';
 import { resolveTarget, Target } from './target';
 
 export interface VerifyOptions {
@@ -53,10 +55,22 @@ class QueueComparison {
     private readonly ns: NativeNamespace,
     private readonly id: number,
     private readonly differences: string[],
+    /** Raises msgmax so that a message larger than today's can be copied; false when it cannot help. */
+    private readonly raiseMsgmax: () => Promise<boolean>,
   ) {}
 
+  private async copyNext() {
+    for (;;) {
+      try {
+        return await this.ns.copyMessages(this.id, this.nextLiveIndex, 16384, COPY_BATCH_BYTES, this.bufferSize);
+      } catch (error) {
+        if (!(error instanceof IpcCkptError && error.code === 'E2BIG' && (await this.raiseMsgmax()))) throw error;
+      }
+    }
+  }
+
   private async refill(): Promise<void> {
-    const batch = await this.ns.copyMessages(this.id, this.nextLiveIndex, 16384, COPY_BATCH_BYTES, this.bufferSize);
+    const batch = await this.copyNext();
     this.bufferSize = batch.bufferSize;
     this.live = batch.data;
     this.liveOffset = 0;
@@ -99,10 +113,19 @@ export async function verify(target: Target | undefined, input: string | Readabl
   const source = await openImageSource(input);
   const ns = await openNamespace(resolved);
   const differences: string[] = [];
+  const raised = new RaisedSysctls(ns, resolved);
   const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS };
   try {
     const live = new Map<number, QueueStat>((await ns.listQueues()).map((q) => [q.id, q]));
     const sysctls = await ns.readSysctls();
+    let msgmax = sysctls.msgmax;
+    // No live message is larger than its queue's cbytes: raise msgmax that far, once per size.
+    const raiseMsgmaxFor = (stat: QueueStat) => async () => {
+      if (stat.cbytes <= msgmax) return false;
+      await raised.set('msgmax', stat.cbytes, msgmax);
+      msgmax = stat.cbytes;
+      return true;
+    };
     let comparison: QueueComparison | undefined;
     for await (const event of decodeImage(source.read(), { strictV16: options.strictV16 })) {
       if (differences.length >= MAX_DIFFERENCES) break;
@@ -124,7 +147,7 @@ export async function verify(target: Target | undefined, input: string | Readabl
             differences.push(`queue ${event.queue.id}: ${field} is ${show(stat[field])}, the image has ${show(recordValue(event.queue, field))}`);
           }
         }
-        comparison = new QueueComparison(ns, event.queue.id, differences);
+        comparison = new QueueComparison(ns, event.queue.id, differences, raiseMsgmaxFor(stat));
       } else if (event.kind === 'messages') {
         result.messages += event.count;
         await comparison?.compare(event.packed, event.count);
@@ -136,8 +159,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
       differences.push(`queue ${extra.id} (key 0x${extra.key.toString(16)}) is in ${resolved.label} but not in the image`);
     }
   } finally {
+    const problems = await raised.putBack();
+    await raised.finish();
     await ns.close();
     await source.close();
+    if (problems.length > 0) differences.push(`putting the namespace's limits back failed: ${problems.join('; ')}`);
   }
   result.equal = differences.length === 0;
   return result;

@@ -56,7 +56,9 @@ test('restores every restorable field and message into a fresh namespace, and ve
 test('verify reports a missing message and a changed owner, and exits 1', () => {
   const image = saveSample();
   expect(runCli(['restore', '--ns', target.path, '-i', image, '-q']).status).toBe(0);
-  const [first, second] = dumpNamespace(target.path).queues;
+  const queues = dumpNamespace(target.path).queues;
+  const first = queues.find((q) => q.key === 0x1001)!;
+  const second = queues.find((q) => q.key === 0x1002)!;
   msgqTool(target.path, 'recv', first.id, 0, '--nowait');
   msgqTool(target.path, 'set', second.id, 3000, second.gid, second.mode.toString(8), second.qbytes);
   const verified = runCli(['verify', '--ns', target.path, '-i', image]);
@@ -88,7 +90,7 @@ test('a conflicting key or id fails before any change, naming every conflict', a
   const result = runCli(['restore', '--ns', target.path, '-i', image]);
   expect(result.status).toBe(1);
   expect(result.stderr).toMatch(/nothing was changed/);
-  expect(result.stderr).toMatch(/key 0x00001002 is already used/);
+  expect(result.stderr).toMatch(/queue 0 \(key 0x00001002\)/);
   expect(result.stderr).toMatch(/slot 5 is taken/);
   expect(dumpNamespace(target.path)).toEqual(before);
   await expect(restore({ ns: target.path }, image)).rejects.toMatchObject({ code: 'E_CONFLICT' });
@@ -96,7 +98,7 @@ test('a conflicting key or id fails before any change, naming every conflict', a
 
 test('a failure midway leaves the target exactly as before, queues and sysctls', () => {
   const image = saveSample();
-  msgqTool(target.path, 'create', '0x5555', '600');
+  msgqTool(target.path, 'create', '0x5555', '600', '--id', 100);
   const before = dumpNamespace(target.path);
   for (const after of [1, 3]) {
     const result = runCli(['restore', '--ns', target.path, '-i', image], { env: { IPC_CKPT_TEST_FAULT: `after-queue:${after}` } });

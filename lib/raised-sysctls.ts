@@ -1,0 +1,53 @@
+// Namespace limits changed for the duration of one operation and always put back: by putBack() on
+// every normal path, and by the rollback guardian if this process dies first.
+import type { MsgSysctlName, NativeNamespace } from './native';
+import { RollbackGuardian } from './rollback-guardian';
+import type { ResolvedTarget } from './target';
+
+export class RaisedSysctls {
+  private readonly originals = new Map<MsgSysctlName, number>();
+  private guardianProcess: RollbackGuardian | undefined;
+
+  constructor(
+    private readonly ns: NativeNamespace,
+    private readonly target: ResolvedTarget,
+  ) {}
+
+  /** Started on first use: most saves change nothing and need no guardian. */
+  get guardian(): RollbackGuardian {
+    this.guardianProcess ??= RollbackGuardian.start(this.target);
+    return this.guardianProcess;
+  }
+
+  get changed(): boolean {
+    return this.originals.size > 0;
+  }
+
+  /** Sets name to value; `current` is its value now, remembered as the original the first time. */
+  async set(name: MsgSysctlName, value: number, current: number): Promise<void> {
+    if (!this.originals.has(name)) {
+      this.originals.set(name, current);
+      await this.guardian.registerSysctl(name, current);
+    }
+    await this.ns.writeSysctl(name, value);
+  }
+
+  /** Writes every original back, newest first; returns the problems instead of stopping at one. */
+  async putBack(): Promise<string[]> {
+    const problems: string[] = [];
+    for (const [name, value] of [...this.originals].reverse()) {
+      try {
+        await this.ns.writeSysctl(name, value);
+      } catch (error) {
+        problems.push(`${name} back to ${value}: ${(error as Error).message}`);
+      }
+    }
+    this.originals.clear();
+    return problems;
+  }
+
+  /** Ends the guardian: call after putBack(), or once the changes are meant to stay. */
+  async finish(): Promise<void> {
+    await this.guardianProcess?.finish();
+  }
+}
