@@ -7,8 +7,9 @@
 set -euo pipefail
 
 readonly REPOSITORY=${1:-ipc-ckpt-local/node-build-base}
-# What the image must run: the tool (node), its build (npm, node-gyp: python3, make, g++) and shell scripts.
-readonly ROOT_PACKAGES=(nodejs g++ make python3 base-files base-passwd bash dash coreutils debianutils diffutils
+# What the image must run: the tool (node; nsenter and sh for its rollback guardian), its build (npm, node-gyp:
+# python3, make, g++) and shell scripts, as the official node images have them.
+readonly ROOT_PACKAGES=(nodejs g++ make python3 base-files base-passwd bash dash coreutils debianutils diffutils util-linux
   findutils grep sed tar gzip libc-bin ca-certificates)
 
 log() { echo "docker-base-image: $*" >&2; }

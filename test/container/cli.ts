@@ -31,7 +31,7 @@ export function cli(...args: string[]): string {
 }
 
 /** Names of header fields that legitimately differ between two saves of the same namespace. */
-const PER_SAVE_FIELDS = new Set(['time', 'digest', 'integrity', 'sha256']);
+const PER_SAVE_FIELDS = new Set(['time', 'digest']);
 
 /** Drops per-save fields (the save time, and digests that cover it) wherever they appear. */
 function withoutPerSaveFields(value: unknown): unknown {

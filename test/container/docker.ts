@@ -10,6 +10,21 @@ const repositoryRoot = path.resolve(__dirname, '..', '..');
 export const MSGQ_TOOL_IMAGE = 'ipc-ckpt-test/msgq-tool:latest';
 /** ipc-ckpt's own image, built from the top-level Dockerfile. */
 export const TOOL_IMAGE = 'ipc-ckpt-test/ipc-ckpt:latest';
+/**
+ * `docker run` options that let ipc-ckpt's image reach another container's IPC namespace: the host's /proc
+ * (--pid=host), opening another process's ns file (SYS_PTRACE), setns and msg_next_id (SYS_ADMIN), IPC_STAT of
+ * queues it cannot read (IPC_OWNER), and a writable /proc/sys for restore (systempaths=unconfined).
+ * `--privileged` grants all of it where root has every capability; here root lacks CAP_SYS_RESOURCE,
+ * and --privileged fails with "unable to apply caps".
+ */
+export const TOOL_RUN_OPTIONS = [
+  '--pid=host',
+  '--cap-add=SYS_ADMIN',
+  '--cap-add=SYS_PTRACE',
+  '--cap-add=IPC_OWNER',
+  '--security-opt=systempaths=unconfined',
+];
+
 /** Every container a test starts carries this label, so a crashed run's leftovers can be found. */
 export const TEST_LABEL = 'ipc-ckpt-test';
 

@@ -75,7 +75,8 @@ describeWithDocker("Docker's IPC modes", () => {
   it('--ipc=shareable and --ipc=container:NAME: two containers, one namespace, the same save from either', () => {
     const owner = start(['--ipc=shareable'], ['idle']);
     const joiner = start([`--ipc=container:${owner.name}`], ['idle']);
-    expect(docker('inspect', '-f', '{{.HostConfig.IpcMode}}', joiner.name).trim()).toBe(`container:${owner.name}`);
+    const ownerId = docker('inspect', '-f', '{{.Id}}', owner.name).trim();
+    expect(docker('inspect', '-f', '{{.HostConfig.IpcMode}}', joiner.name).trim()).toBe(`container:${ownerId}`);
     expect(readlinkSync(joiner.nsPath)).toBe(readlinkSync(owner.nsPath));
     expect(readlinkSync(owner.nsPath)).not.toBe(readlinkSync('/proc/self/ns/ipc'));
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { dumpNamespace, DumpedQueue, msgqTool } from '../support/msgq-tool';
 import { cli, inspectWithoutSaveTime, runCli } from './cli';
-import { buildMsgqToolImage, buildToolImage, Container, describeWithDocker, docker } from './docker';
+import { buildMsgqToolImage, buildToolImage, Container, describeWithDocker, docker, TOOL_RUN_OPTIONS } from './docker';
 
 // The workload's raised queue needs msgmnb >= its qbytes while it is set (containers lack CAP_SYS_RESOURCE).
 const WORKLOAD_MSGMNB = 65536;
@@ -108,11 +108,17 @@ describeWithDocker('a container checkpointed and restored into a fresh container
       expect(runCli('verify', '--ns', target.nsPath, '-i', hostImage()).status).toBe(1);
     });
 
-    it("saves the same image with ipc-ckpt's own Docker image (docker run --pid=host --privileged)", () => {
+    it("saves the same image with ipc-ckpt's own Docker image, and restores it into another fresh container", () => {
       const toolImage = buildToolImage();
-      docker('run', '--rm', '--pid=host', '--privileged', '-v', `${workdir}:/data`, toolImage,
-        'save', '--ns', source.nsPath, '-o', '/data/tool.img');
+      const runTool = (...args: string[]) =>
+        docker('run', '--rm', ...TOOL_RUN_OPTIONS, '-v', `${workdir}:/data`, toolImage, ...args);
+      runTool('save', '--ns', source.nsPath, '-o', '/data/tool.img');
       expect(inspectWithoutSaveTime(path.join(workdir, 'tool.img'))).toEqual(inspectWithoutSaveTime(hostImage()));
+
+      const second = start(['--ipc=private'], ['idle']);
+      runTool('restore', '--ns', second.nsPath, '-i', '/data/tool.img');
+      runTool('verify', '--ns', second.nsPath, '-i', '/data/tool.img');
+      expect(second.exec('/msgq-tool', 'check').stdout).toMatch(/^OK 7 queues$/m);
       // And the source is still intact for the application that owns it.
       expect(source.exec('/msgq-tool', 'check').stdout).toMatch(/^OK 7 queues$/m);
     }, 15 * 60_000);
