@@ -407,6 +407,8 @@ function machineDescription() {
     cpu: cpus.length ? cpus[0].model : 'unknown',
     cores: cpus.length,
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    // Other work on a shared machine shows here: the 1/5/15-minute load averages when the run ended.
+    loadAverage: os.loadavg().map((load) => Number(load.toFixed(2))),
     node: process.version,
     commit,
   };
@@ -521,7 +523,7 @@ async function main() {
     fs.writeFileSync(options.out, `${JSON.stringify(report, null, 2)}\n`);
 
     const m = report.machine;
-    console.log(`\n${command}  (Linux ${m.kernel}, ${m.cpu}, ${m.cores} cores, Node ${m.node}, commit ${m.commit})\n`);
+    console.log(`\n${command}  (Linux ${m.kernel}, ${m.cpu}, ${m.cores} cores, Node ${m.node}, commit ${m.commit}, load average ${m.loadAverage.join(' ')})\n`);
     console.log(markdownTable(results));
     console.log(`\nMSG_COPY walks the queue from its head on every call: a non-destructive dump is O(n^2).\n`);
     console.log(msgCopyCostTable(results));
