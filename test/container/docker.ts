@@ -63,7 +63,8 @@ export function describeWithDocker(name: string, body: () => void): void {
       });
     });
   } else {
-    console.warn(`skipping "${name}": no Docker engine answers (${reason}); run scripts/docker-setup.sh start`);
+    // Straight to stderr: jest drops console output of a file whose tests are all skipped.
+    process.stderr.write(`skipping "${name}": no Docker engine answers (${reason}); run scripts/docker-setup.sh start\n`);
     describe.skip(name, body);
   }
 }
