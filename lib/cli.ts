@@ -149,7 +149,7 @@ export function buildProgram(): Command {
       const source = await openImageSource(file);
       try {
         const report = await inspect(source.read(), { messages: flags.messages });
-        process.stdout.write(flags.json ? `${formatInspectJson(report)}\n` : formatInspectTable(report, { messages: flags.messages }));
+        process.stdout.write(flags.json ? formatInspectJson(report) : formatInspectTable(report, { messages: flags.messages }));
       } finally {
         await source.close();
       }

@@ -33,11 +33,19 @@ export interface QueueStat {
   lrpid: number;
 }
 
-/** The msg sysctls of one IPC namespace, read from /proc/sys/kernel on the namespace's thread. */
-export interface MsgSysctls {
+/** The limits of one IPC namespace (what v16's IPC_NS holds), read from /proc/sys/kernel on its thread. */
+export interface IpcSysctls {
   msgmax: number;
   msgmnb: number;
   msgmni: number;
+  shmmax: bigint;
+  shmall: bigint;
+  shmmni: number;
+  /** The four fields of /proc/sys/kernel/sem. */
+  semmsl: number;
+  semmns: number;
+  semopm: number;
+  semmni: number;
 }
 
 /** The sysctls a namespace session can write. */
@@ -110,7 +118,7 @@ export interface NativeNamespace {
    * bufferSize is the starting MSG_COPY buffer size; it grows on E2BIG up to the namespace's msgmax.
    */
   copyMessages(id: number, first: number, maxCount: number, maxBytes: number, bufferSize: number): Promise<CopiedBatch>;
-  readSysctls(): Promise<MsgSysctls>;
+  readSysctls(): Promise<IpcSysctls>;
   writeSysctl(name: MsgSysctlName, value: number): Promise<void>;
   /** msg_next_id = id, then msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid; fails (and removes what it made) if the id obtained differs. Resolves to the id. */
   createQueue(request: CreateQueueRequest): Promise<number>;

@@ -7,7 +7,7 @@ import { decodeImage } from './image/decoder';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
-import { MsgSysctlName, MsgSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
+import { MsgSysctlName, IpcSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
@@ -75,7 +75,7 @@ export async function summarizeImage(source: ImageSource, strictV16 = false): Pr
   let header: ImageHeader | undefined;
   let limits: NamespaceLimits | undefined;
   const queues: ImageQueue[] = [];
-  for await (const event of decodeImage(source.read(), { strictV16 })) {
+  for await (const event of decodeImage(source.read(), { strictV16, reuseBatchBuffer: true })) {
     switch (event.kind) {
       case 'header':
         header = event.header;
@@ -113,7 +113,7 @@ function imageLimit(limits: NamespaceLimits, name: (typeof LIMIT_NAMES)[number])
 }
 
 /** Decides every change before the first one is made; conflicts are all found here. */
-export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: MsgSysctls, target: ResolvedTarget, keepLimits: boolean): RestorePlan {
+export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: IpcSysctls, target: ResolvedTarget, keepLimits: boolean): RestorePlan {
   const conflicts: string[] = [];
   const byIndex = new Map(existing.map((q) => [q.index, q]));
   const byKey = new Map(existing.filter((q) => q.key !== 0).map((q) => [q.key, q]));
@@ -194,7 +194,7 @@ class RestoreRun {
     const total = { queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0) };
     let index = -1;
     let queue: ImageQueue | undefined;
-    for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16 })) {
+    for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
       if (event.kind === 'queue') {
         if (queue) await this.finishQueue(queue);
         queue = image.queues[++index];

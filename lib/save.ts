@@ -9,7 +9,7 @@ import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
 import { openNamespace } from './namespace';
-import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat, MsgSysctls } from './native';
+import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat, IpcSysctls } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
@@ -93,19 +93,18 @@ export function queueRecordFromStat(stat: QueueStat): QueueRecord {
   };
 }
 
-export function limitsFromSysctls(sysctls: MsgSysctls): NamespaceLimits {
-  const extra = sysctls as unknown as Partial<Record<string, number | bigint>>;
+export function limitsFromSysctls(sysctls: IpcSysctls): NamespaceLimits {
   return {
-    shmCtlmax: BigInt(extra.shmmax ?? 0),
-    shmCtlall: BigInt(extra.shmall ?? 0),
-    shmCtlmni: Number(extra.shmmni ?? 0),
+    shmCtlmax: sysctls.shmmax,
+    shmCtlall: sysctls.shmall,
+    shmCtlmni: sysctls.shmmni,
     msgCtlmax: sysctls.msgmax,
     msgCtlmnb: sysctls.msgmnb,
     msgCtlmni: sysctls.msgmni,
-    semCtlMsl: Number(extra.semmsl ?? 0),
-    semCtlMns: Number(extra.semmns ?? 0),
-    semCtlOpm: Number(extra.semopm ?? 0),
-    semCtlMni: Number(extra.semmni ?? 0),
+    semCtlMsl: sysctls.semmsl,
+    semCtlMns: sysctls.semmns,
+    semCtlOpm: sysctls.semopm,
+    semCtlMni: sysctls.semmni,
   };
 }
 

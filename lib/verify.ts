@@ -127,7 +127,7 @@ export async function verify(target: Target | undefined, input: string | Readabl
       return true;
     };
     let comparison: QueueComparison | undefined;
-    for await (const event of decodeImage(source.read(), { strictV16: options.strictV16 })) {
+    for await (const event of decodeImage(source.read(), { strictV16: options.strictV16, reuseBatchBuffer: true })) {
       if (differences.length >= MAX_DIFFERENCES) break;
       if (event.kind === 'limits' && !options.ignoreLimits) {
         compareLimits(event.limits, sysctls, differences);

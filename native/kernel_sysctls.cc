@@ -55,8 +55,37 @@ void KernelSysctls::Write(const std::string& name, int64_t value) const {
   }
 }
 
-MsgSysctls KernelSysctls::ReadMsgLimits() const {
-  return MsgSysctls{Read("msgmax"), Read("msgmnb"), Read("msgmni")};
+void KernelSysctls::ReadUnsigned(const std::string& name, uint64_t* values, size_t count) const {
+  const std::string path = SysctlPath(name);
+  const std::string doing = "read " + path + " " + target_.where();
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
+  char text[128];
+  const ssize_t length = read(fd, text, sizeof(text) - 1);
+  const int readErrno = errno;
+  close(fd);
+  if (length < 0) throw ErrnoError::FromErrno(readErrno, "read", doing);
+  text[length] = '\0';
+  const char* cursor = text;
+  for (size_t i = 0; i < count; i++) {
+    char* end = nullptr;
+    errno = 0;
+    values[i] = strtoull(cursor, &end, 10);
+    if (errno != 0 || end == cursor) {
+      throw ErrnoError::Project("E_INTERNAL", doing + ": expected " + std::to_string(count) + " numbers: '" + std::string(text, length) + "'");
+    }
+    cursor = end;
+  }
+}
+
+IpcSysctls KernelSysctls::ReadLimits() const {
+  IpcSysctls limits{Read("msgmax"), Read("msgmnb"), Read("msgmni"), 0, 0, Read("shmmni"), {0, 0, 0, 0}};
+  ReadUnsigned("shmmax", &limits.shmmax, 1);
+  ReadUnsigned("shmall", &limits.shmall, 1);
+  uint64_t sem[4];
+  ReadUnsigned("sem", sem, 4);
+  for (size_t i = 0; i < 4; i++) limits.sem[i] = static_cast<int64_t>(sem[i]);
+  return limits;
 }
 
 int KernelSysctls::NextIdWritableErrno() const {

@@ -6,10 +6,16 @@
 
 #include "namespace_target.h"
 
-struct MsgSysctls {
+// Every limit the v16 IPC_NS record holds: the msg limits plus the shm and sem ones, as read.
+struct IpcSysctls {
   int64_t msgmax;
   int64_t msgmnb;
   int64_t msgmni;
+  uint64_t shmmax;
+  uint64_t shmall;
+  int64_t shmmni;
+  // /proc/sys/kernel/sem: SEMMSL SEMMNS SEMOPM SEMMNI.
+  int64_t sem[4];
 };
 
 class KernelSysctls {
@@ -21,8 +27,10 @@ class KernelSysctls {
 
   // Session thread only: /proc/sys/kernel/<name> of the session's namespace.
   int64_t Read(const std::string& name) const;
+  // Whitespace-separated unsigned numbers (shmmax and shmall exceed INT64_MAX; sem holds four).
+  void ReadUnsigned(const std::string& name, uint64_t* values, size_t count) const;
   void Write(const std::string& name, int64_t value) const;
-  MsgSysctls ReadMsgLimits() const;
+  IpcSysctls ReadLimits() const;
 
   // Opens msg_next_id for writing without writing: 0 when the session may set ids, else the errno.
   int NextIdWritableErrno() const;

@@ -226,12 +226,17 @@ Napi::Value NamespaceSession::ReadSysctls(const Napi::CallbackInfo& info) {
   return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
     const KernelSysctls* sysctls = &sysctls_;
     return [sysctls]() -> NamespaceThread::ResultBuilder {
-      const MsgSysctls limits = sysctls->ReadMsgLimits();
+      const IpcSysctls limits = sysctls->ReadLimits();
       return [limits](Napi::Env env) -> Napi::Value {
         Napi::Object object = Napi::Object::New(env);
         object.Set("msgmax", static_cast<double>(limits.msgmax));
         object.Set("msgmnb", static_cast<double>(limits.msgmnb));
         object.Set("msgmni", static_cast<double>(limits.msgmni));
+        object.Set("shmmax", Napi::BigInt::New(env, limits.shmmax));
+        object.Set("shmall", Napi::BigInt::New(env, limits.shmall));
+        object.Set("shmmni", static_cast<double>(limits.shmmni));
+        const char* semNames[4] = {"semmsl", "semmns", "semopm", "semmni"};
+        for (size_t i = 0; i < 4; i++) object.Set(semNames[i], static_cast<double>(limits.sem[i]));
         return object;
       };
     };

@@ -77,7 +77,7 @@ describe('native namespace session', () => {
     expect(ns.path).toBe('');
     expect(ourSessionThreads().map((thread) => thread.ipc)).toEqual([host]);
     const read = (name: string) => Number(readFileSync(`/proc/sys/kernel/${name}`, 'utf8'));
-    expect(await ns.readSysctls()).toEqual({ msgmax: read('msgmax'), msgmnb: read('msgmnb'), msgmni: read('msgmni') });
+    expect(await ns.readSysctls()).toMatchObject({ msgmax: read('msgmax'), msgmnb: read('msgmnb'), msgmni: read('msgmni') });
     await expect(ns.statQueue(2147483647)).rejects.toMatchObject({ message: expect.stringContaining("in the caller's IPC namespace") });
     await ns.close();
     expect(ourSessionThreads()).toEqual([]);

@@ -34,11 +34,20 @@ describe('native sysctls and probe', () => {
 
   it('reads the msg limits of the target namespace', async () => {
     msgqTool(target.path, 'sysctl', 'msgmnb', 23456);
-    expect(await ns.readSysctls()).toEqual({
+    expect(await ns.readSysctls()).toMatchObject({
       msgmax: sysctlIn(target.path, 'msgmax'),
       msgmnb: 23456,
       msgmni: sysctlIn(target.path, 'msgmni'),
     });
+  });
+
+  it('reads the shm and sem limits that the IPC_NS record holds, from the target namespace', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const cat = (name: string) => execFileSync('nsenter', [`--ipc=${target.path}`, 'cat', `/proc/sys/kernel/${name}`], { encoding: 'utf8' }).trim();
+    execFileSync('nsenter', [`--ipc=${target.path}`, 'sh', '-c', 'echo 250 64000 32 77 > /proc/sys/kernel/sem; echo 1234567 > /proc/sys/kernel/shmmax']);
+    const [semmsl, semmns, semopm, semmni] = cat('sem').split(/\s+/).map(Number);
+    expect(await ns.readSysctls()).toMatchObject({ shmmax: 1234567n, shmall: BigInt(cat('shmall')), shmmni: Number(cat('shmmni')), semmsl, semmns, semopm, semmni });
+    expect(semmni).toBe(77);
   });
 
   it('writes msgmax, msgmnb, msgmni and msg_next_id in the target namespace only', async () => {
@@ -47,7 +56,7 @@ describe('native sysctls and probe', () => {
     await ns.writeSysctl('msgmnb', 131072);
     await ns.writeSysctl('msgmni', 1234);
     await ns.writeSysctl('msg_next_id', 32768 * 7 + 9);
-    expect(await ns.readSysctls()).toEqual({ msgmax: 65536, msgmnb: 131072, msgmni: 1234 });
+    expect(await ns.readSysctls()).toMatchObject({ msgmax: 65536, msgmnb: 131072, msgmni: 1234 });
     expect(['msgmax', 'msgmnb', 'msgmni', 'msg_next_id'].map((name) => sysctlIn(target.path, name))).toEqual([65536, 131072, 1234, 32768 * 7 + 9]);
     expect(hostSysctls()).toEqual(host);
     // msg_next_id really steers the next msgget of the namespace.

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { TestNamespace } from '../support/namespace';
@@ -78,7 +79,6 @@ test('saves the caller namespace by default and a process namespace with -t PID'
   expect(inspectJson(byPid).queues.map((q) => num(q.key))).toEqual([String(0x4242)]);
   // The default target is the caller's own namespace: run the CLI inside the test namespace.
   const own = path.join(dir, 'own.img');
-  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
   execFileSync('nsenter', [`--ipc=${ns.path}`, '--', process.execPath, path.resolve(__dirname, '../../bin/ipc-ckpt.js'), 'save', '-q', '-o', own]);
   expect(readFileSync(own).subarray(16).length).toBeGreaterThan(0);
   expect(inspectJson(own).queues.map((q) => num(q.key))).toEqual([String(0x4242)]);
@@ -106,7 +106,7 @@ test('a failed save leaves no file and no temporary behind', async () => {
 
 test('bad targets exit 1 with a clear message, usage errors exit 2, and no file is left', () => {
   const notNs = path.join(dir, 'plain');
-  require('node:fs').writeFileSync(notNs, 'x');
+  writeFileSync(notNs, 'x');
   for (const args of [['--ns', notNs], ['--ns', '/proc/self/ns/net'], ['-t', '999999999']]) {
     const result = runCli(['save', ...args, '-o', path.join(dir, 'x.img')]);
     expect(result.status).toBe(1);
