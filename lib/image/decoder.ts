@@ -23,6 +23,7 @@ import {
   MsgMsgLayout,
   RECORD_HEADER_BYTES,
   RecordType,
+  IPCMNI,
   SHA256_BYTES,
   TailLayout,
   UTS_FIELD_BYTES,
@@ -154,7 +155,8 @@ class ImageDecoder {
     const section = await this.readSection();
     yield section;
     const keys = new Set<number>();
-    let previousId = -1;
+    // Queues come in ascending slot (index) order, as the kernel lists them; two ids can never share a slot.
+    let previousSlot = -1;
     let lastQueue: QueueRecord | undefined;
     for (let index = 0; index < section.queueCount; index++) {
       const at = await this.peekRecord('IPC_MSG');
@@ -165,8 +167,9 @@ class ImageDecoder {
         throw corrupt(at, `the msg section claims ${section.queueCount} queues, found ${index} and then ${describeRecordType(this.reader.type)}`);
       }
       const queue = this.parseQueue(at, await this.takeRecord(at, RecordType.IPC_MSG, IpcMsgLayout.BYTES, 'IPC_MSG'));
-      if (queue.id <= previousId) throw corrupt(at, `queue id ${queue.id} does not follow id ${previousId} in ascending order`);
-      previousId = queue.id;
+      const slot = queue.id % IPCMNI;
+      if (slot <= previousSlot) throw corrupt(at, `queue id ${queue.id} (slot ${slot}) does not follow slot ${previousSlot} in ascending slot order`);
+      previousSlot = slot;
       if (queue.key !== 0) {
         if (keys.has(queue.key)) throw corrupt(at, `queue id ${queue.id} repeats key 0x${queue.key.toString(16)} of an earlier queue`);
         keys.add(queue.key);

@@ -12,6 +12,7 @@ import {
   HeaderLayout,
   INT32_MAX,
   INTEGRITY_ALGORITHM_SHA256,
+  IPCMNI,
   IntegrityLayout,
   IpcMsgLayout,
   IpcNsLayout,
@@ -253,10 +254,11 @@ export class ImageEncoder {
 /** The cross-record rules of a whole image, as the decoder enforces them. */
 function imageProblem(image: Image): string | undefined {
   const keys = new Set<number>();
-  let previousId = -1;
+  let previousSlot = -1;
   for (const { queue, messages } of image.queues) {
-    if (queue.id <= previousId) return `queue id ${queue.id} does not follow id ${previousId} in ascending order`;
-    previousId = queue.id;
+    const slot = queue.id % IPCMNI;
+    if (slot <= previousSlot) return `queue id ${queue.id} (slot ${slot}) does not follow slot ${previousSlot} in ascending slot order`;
+    previousSlot = slot;
     if (queue.key !== 0) {
       if (keys.has(queue.key)) return `queue id ${queue.id} repeats key 0x${queue.key.toString(16)}`;
       keys.add(queue.key);

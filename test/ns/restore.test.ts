@@ -43,13 +43,13 @@ function saveSample(): string {
 test('restores every restorable field and message into a fresh namespace, and verify agrees', () => {
   const image = saveSample();
   const restored = runCli(['restore', '--ns', target.path, '-i', image]);
-  expect(restored.stderr).toMatch(/restored 4 queue\(s\), 7 message\(s\).*not restorable from userspace.*stime, rtime, ctime, lspid, lrpid/);
+  expect(restored.stderr).toMatch(/restored 5 queue\(s\), 8 message\(s\).*not restorable from userspace.*stime, rtime, ctime, lspid, lrpid/);
   expect(restored.status).toBe(0);
   expect(restorableView(dumpNamespace(target.path))).toEqual(restorableView(dumpNamespace(source.path)));
   expect(dumpNamespace(target.path).limits).toEqual(SAMPLE_LIMITS);
 
   const verified = runCli(['verify', '--ns', target.path, '-i', image]);
-  expect(verified.stdout).toMatch(/^equal: 4 queue\(s\), 7 message\(s\)/);
+  expect(verified.stdout).toMatch(/^equal: 5 queue\(s\), 8 message\(s\)/);
   expect(verified.status).toBe(0);
 });
 

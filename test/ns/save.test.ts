@@ -44,7 +44,7 @@ test('saves every field and message of a namespace exactly, and leaves the names
   const before = dumpNamespace(ns.path);
   const image = path.join(dir, 'q.img');
   const result = runCli(['save', '--ns', ns.path, '-o', image]);
-  expect(result.stderr).toMatch(/saved 4 queue\(s\), 7 message\(s\)/);
+  expect(result.stderr).toMatch(/saved 5 queue\(s\), 8 message\(s\)/);
   expect(result.stderr).toMatch(/msgmax raised for the copy and put back/);
   expect(result.status).toBe(0);
 

@@ -1,5 +1,5 @@
 // A namespace holding every case save and restore must carry: modes 0600/0640/0000, IPC_PRIVATE,
-// an id with seq > 0, creators and owners other than root, 0/1/msgmax/100000-byte messages,
+// an id with seq > 0 listed before a smaller id, creators and owners other than root, 0/1/msgmax/100000-byte messages,
 // types 1 to 2^63-1, qbytes above msgmnb, an empty queue, and non-default msgmax/msgmnb/msgmni.
 import { execFileSync } from 'node:child_process';
 import { buildMsgqTool, msgqTool } from './msgq-tool';
@@ -35,6 +35,9 @@ export function populateSample(nsPath: string): void {
   // An empty queue whose qbytes is far above msgmnb.
   const d = Number(tool('create', '0x1004', '666'));
   tool('set', d, 0, 0, '644', 1500000);
+  // Slot 6 with seq 0 lists after slot 5 with seq 3: the kernel's (and the image's) order is by slot, not id.
+  const e = Number(tool('create', '0x1006', '600', '--id', 6));
+  tool('send', e, 6, 6, 13);
   tool('sysctl', 'msgmax', SAMPLE_LIMITS.msgmax);
   tool('sysctl', 'msgmnb', SAMPLE_LIMITS.msgmnb);
   tool('sysctl', 'msgmni', SAMPLE_LIMITS.msgmni);

@@ -88,12 +88,13 @@ export function imageArb(maxQueues = 4): fc.Arbitrary<Image> {
     .record({
       header: headerArb,
       limits: limitsArb,
-      ids: fc.uniqueArray(idArb.map(({ index, seq }) => seq * IPCMNI + index), { maxLength: maxQueues }),
+      // One queue a slot (index), as in the kernel; ids of different seqs interleave.
+      ids: fc.uniqueArray(idArb.map(({ index, seq }) => seq * IPCMNI + index), { maxLength: maxQueues, selector: (id) => id % IPCMNI }),
       queues: fc.array(queueFieldsArb, { minLength: maxQueues, maxLength: maxQueues }),
     })
     .map(({ header, limits, ids, queues }) => {
       const seenKeys = new Set<number>();
-      const sorted = [...ids].sort((a, b) => a - b);
+      const sorted = [...ids].sort((a, b) => (a % IPCMNI) - (b % IPCMNI));
       return {
         header,
         limits,

@@ -1,5 +1,6 @@
 // Structure checks of the decoder on images whose integrity record is correct, so only the checks can refuse them.
 import { ImageEncoder } from '../../../lib/image/encoder';
+import { decodeImageToMemory } from '../../../lib/image/decoder';
 import { HeaderLayout, IntegrityLayout, IpcMsgLayout, IpcNsLayout, IpcPermsLayout, IpcSectionLayout, MsgMsgLayout, RecordType, WideMsgMsgLayout } from '../../../lib/image/layout';
 import type { MessageRecord, QueueRecord } from '../../../lib/image/model';
 import { GOLDEN_IMAGE, GOLDEN_MODEL, GOLDEN_OFFSETS } from './golden';
@@ -39,20 +40,32 @@ async function expectRefusal(image: Buffer, message: string | RegExp, code = 'E_
 const hello = { type: 5n, body: Buffer.from('hello') };
 
 describe('queue checks across records', () => {
-  test('queue ids must ascend', async () => {
+  test('queue slots must ascend', async () => {
     const image = imageOf([
       { queue: queueRecord(32770, 1), messages: [] },
       { queue: queueRecord(32769, 2), messages: [] },
     ]);
-    await expectRefusal(image, `record at offset ${GOLDEN_OFFSETS.queue + IpcMsgLayout.BYTES}: queue id 32769 does not follow id 32770 in ascending order`);
+    await expectRefusal(image, `record at offset ${GOLDEN_OFFSETS.queue + IpcMsgLayout.BYTES}: queue id 32769 (slot 1) does not follow slot 2 in ascending slot order`);
   });
 
-  test('a queue id may not repeat', async () => {
+  test('slots, not ids, set the order: id 32769 (slot 1) comes before id 2 (slot 2)', async () => {
     const image = imageOf([
+      { queue: queueRecord(32769, 1), messages: [] },
+      { queue: queueRecord(2, 2), messages: [] },
+    ]);
+    const decoded = await decodeImageToMemory(image);
+    expect(decoded.queues.map((q) => q.queue.id)).toEqual([32769, 2]);
+  });
+
+  test('a queue id may not repeat, nor two ids share a slot', async () => {
+    await expectRefusal(imageOf([
       { queue: queueRecord(5, 1), messages: [] },
       { queue: queueRecord(5, 2), messages: [] },
-    ]);
-    await expectRefusal(image, /queue id 5 does not follow id 5 in ascending order/);
+    ]), /queue id 5 \(slot 5\) does not follow slot 5 in ascending slot order/);
+    await expectRefusal(imageOf([
+      { queue: queueRecord(5, 1), messages: [] },
+      { queue: queueRecord(32768 + 5, 2), messages: [] },
+    ]), /queue id 32773 \(slot 5\) does not follow slot 5/);
   });
 
   test('a non-zero key may not repeat, IPC_PRIVATE may', async () => {
