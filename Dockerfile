@@ -15,14 +15,15 @@ WORKDIR /opt/ipc-ckpt
 COPY package.json package-lock.json ./
 # Scripts wait until the sources are here; the lockfile pins every dependency.
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY binding.gyp tsconfig.json tsconfig.build.json ./
+# The addon first: TypeScript changes more often and then reuses this layer.
+COPY binding.gyp ./
 COPY native ./native
+# Build against node's own headers (PREFIX/include/node), so node-gyp downloads nothing.
+RUN npm_config_nodedir="$(dirname "$(dirname "$(command -v node)")")" npx node-gyp rebuild
+COPY tsconfig.json tsconfig.build.json ./
 COPY lib ./lib
 COPY bin ./bin
-# Build against node's own headers (PREFIX/include/node), so node-gyp downloads nothing.
-RUN export npm_config_nodedir="$(dirname "$(dirname "$(command -v node)")")" \
-    && npx node-gyp rebuild \
-    && npx tsc -p tsconfig.build.json \
+RUN npx tsc -p tsconfig.build.json \
     && npm prune --omit=dev --no-audit --no-fund \
     && node bin/ipc-ckpt.js --help >/dev/null
 
