@@ -25,11 +25,11 @@ export class RaisedSysctls {
 
   /** Sets name to value; `current` is its value now, remembered as the original the first time. */
   async set(name: MsgSysctlName, value: number, current: number): Promise<void> {
-    if (!this.originals.has(name)) {
-      this.originals.set(name, current);
-      await this.guardian.registerSysctl(name, current);
-    }
+    const first = !this.originals.has(name);
+    // The guardian learns the original before the write: we may die right after it.
+    if (first) await this.guardian.registerSysctl(name, current);
     await this.ns.writeSysctl(name, value);
+    if (first) this.originals.set(name, current);
   }
 
   /** Writes every original back, newest first; returns the problems instead of stopping at one. */

@@ -34,8 +34,15 @@ export function resolveTarget(target: Target = {}): ResolvedTarget {
   }
   if (target.ns !== undefined) {
     if (target.ns === '') throw new IpcCkptError('E_USAGE', '--ns takes a path');
-    if (!existsSync(target.ns)) throw new IpcCkptError('E_TARGET', `${target.ns} does not exist`);
-    if (statSync(target.ns).isDirectory()) {
+    let stat;
+    try {
+      stat = statSync(target.ns);
+    } catch (error) {
+      const e = error as NodeJS.ErrnoException;
+      const why = e.code === 'ENOENT' ? 'does not exist' : `cannot be opened: ${e.message}`;
+      throw new IpcCkptError(e.code === 'ENOENT' ? 'E_TARGET' : (e.code ?? 'E_TARGET'), `${target.ns} ${why}`, { errno: e.errno, syscall: e.syscall, cause: error });
+    }
+    if (stat.isDirectory()) {
       throw new IpcCkptError('E_TARGET', `${target.ns} is a directory, not an IPC namespace file`);
     }
     const pid = /^\/proc\/(\d+)\/ns\/ipc$/.exec(target.ns);
