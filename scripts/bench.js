@@ -30,7 +30,7 @@ const CHILD_TIMEOUT_MS = 15 * 60 * 1000;
  */
 const FULL_ROWS = [
   { name: '1k x 64 B', queues: 1, messages: 1000, size: 64, msgmaxBufferProbe: true },
-  { name: '10k x 64 B', queues: 1, messages: 10000, size: 64, msgmaxBufferProbe: true, repeats: 5 },
+  { name: '10k x 64 B', queues: 1, messages: 10000, size: 64, msgmaxBufferProbe: true, repeats: 7 },
   { name: '30k x 64 B', queues: 1, messages: 30000, size: 64 },
   { name: '1k x 64 KiB', queues: 1, messages: 1000, size: 64 * KIB },
   { name: '100 queues x 100 x 64 B', queues: 100, messages: 100, size: 64, msgmaxBufferProbe: true },
