@@ -1,0 +1,152 @@
+// Saves while senders and receivers hammer the queues: every image holds, for every queue, a state
+// the queue really had; a save that cannot get one fails with E_TORN's advice; --freeze always works
+// and always thaws.
+import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { TestNamespace } from '../support/namespace';
+import { dumpNamespace, msgqTool, DumpedQueue } from '../support/msgq-tool';
+import { runCliAsync } from '../support/cli';
+import { Hammer, HammerSpec, FreezerCgroup, tornProblem } from '../support/hammer';
+import { decodeImageToMemory } from '../../lib/image/decoder';
+import type { Image } from '../../lib/image/model';
+
+/** Runs without --freeze; the issue asks for at least 100. */
+const LOAD_RUNS = 100;
+/** Runs with --freeze -t HAMMERPID. */
+const FREEZE_RUNS = 30;
+/** Hammer paces (microseconds between calls of each process), cycled over the runs: from a queue that changes every copy to a calm one. */
+const PACES_US = [300, 1000, 3000, 10000];
+/** A save under load must end within this (5 attempts per queue, each a few milliseconds). */
+const SAVE_BOUND_MS = 30_000;
+
+jest.setTimeout(15 * 60_000);
+
+let ns: TestNamespace;
+let dir: string;
+let specs: HammerSpec[];
+/** Queues nothing touches: saved exactly as they were. */
+let quiet: DumpedQueue[];
+
+beforeAll(async () => {
+  ns = await TestNamespace.create();
+  dir = mkdtempSync(path.join(os.tmpdir(), 'ipc-ckpt-load-'));
+  msgqTool(ns.path, 'sysctl', 'msgmnb', 1 << 20);
+  const create = (key: number) => Number(msgqTool(ns.path, 'create', `0x${key.toString(16)}`, '600').trim());
+  // Fixed sizes matter: a receive plus a send of the same size leave cbytes and qnum as they were.
+  specs = [
+    { kind: 'fifo', id: create(0x4a01), size: 64 },
+    { kind: 'fifo', id: create(0x4a02), size: 0 },
+    { kind: 'typed', id: create(0x4a03), size: 64 },
+    { kind: 'typed', id: create(0x4a04), size: 0 },
+  ];
+  const calm = create(0x4b01);
+  msgqTool(ns.path, 'send-many', calm, 300, 100, 7);
+  create(0x4b02);
+  quiet = dumpNamespace(ns.path).queues.filter((q) => q.key >= 0x4b00);
+});
+
+afterAll(async () => {
+  await ns.destroy();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Every problem of an image: each hammered queue a real state, each quiet queue exactly as it was. */
+function imageProblems(image: Image): string[] {
+  const problems: string[] = [];
+  const ids = image.queues.map((q) => q.queue.id).sort((a, b) => a - b);
+  const expectedIds = [...specs.map((s) => s.id), ...quiet.map((q) => q.id)].sort((a, b) => a - b);
+  if (ids.join() !== expectedIds.join()) problems.push(`queues ${ids} instead of ${expectedIds}`);
+  for (const { queue, messages } of image.queues) {
+    const spec = specs.find((s) => s.id === queue.id);
+    if (spec) {
+      const problem = tornProblem(spec, queue, messages);
+      if (problem) problems.push(`${spec.kind} queue ${queue.id} (size ${spec.size}): ${problem}`);
+      continue;
+    }
+    const live = quiet.find((q) => q.id === queue.id);
+    const saved = messages.map((m) => ({ type: m.type.toString(), size: m.body.length, hex: m.body.toString('hex') }));
+    if (!live || JSON.stringify(saved) !== JSON.stringify(live.messages) || Number(queue.ctime) !== live.ctime || Number(queue.qnum) !== live.qnum) {
+      problems.push(`quiet queue ${queue.id} differs from its state before the load`);
+    }
+  }
+  return problems;
+}
+
+interface RunTally {
+  saved: number;
+  torn: number;
+  recopies: number[];
+  seconds: number[];
+  problems: string[];
+}
+
+/** One save under load: exit 0 with a consistent image, or exit 1 with E_TORN's advice and no file. */
+async function saveOnce(args: string[], image: string, tally: RunTally): Promise<void> {
+  rmSync(image, { force: true });
+  const started = Date.now();
+  const result = await runCliAsync(['save', ...args, '-o', image]);
+  const elapsed = Date.now() - started;
+  tally.seconds.push(elapsed / 1000);
+  if (elapsed > SAVE_BOUND_MS) tally.problems.push(`a save took ${elapsed} ms`);
+  if (result.status === 0) {
+    tally.saved++;
+    tally.recopies.push(Number(/(\d+) re-copied after changes/.exec(result.stderr)?.[1] ?? 0));
+    const problems = imageProblems(await decodeImageToMemory(readFileSync(image)));
+    tally.problems.push(...problems.map((p) => `image ${tally.saved + tally.torn}: ${p}`));
+  } else if (result.status === 1 && /kept changing .*--freeze/s.test(result.stderr)) {
+    tally.torn++;
+    if (existsSync(image)) tally.problems.push('a torn save left a file');
+  } else {
+    tally.problems.push(`save exited ${result.status}: ${result.stderr.trim()}`);
+  }
+}
+
+function describeTally(what: string, tally: RunTally): string {
+  const runs = tally.saved + tally.torn;
+  const sorted = [...tally.seconds].sort((a, b) => a - b);
+  return `${what}: ${runs} runs, ${tally.saved} saved (${((100 * tally.saved) / runs).toFixed(0)}%), ${tally.torn} E_TORN; re-copies per save max ${Math.max(0, ...tally.recopies)}; save seconds median ${sorted[sorted.length >> 1]?.toFixed(2)}, max ${sorted[sorted.length - 1]?.toFixed(2)}`;
+}
+
+test('under senders and receivers, every save is a state each queue really had, or E_TORN with advice', async () => {
+  const tally: RunTally = { saved: 0, torn: 0, recopies: [], seconds: [], problems: [] };
+  const perPace = Math.ceil(LOAD_RUNS / PACES_US.length);
+  for (const paceUs of PACES_US) {
+    const hammer = await Hammer.start(ns.path, specs, { paceUs });
+    try {
+      for (let run = 0; run < perPace; run++) await saveOnce(['--ns', ns.path], path.join(dir, 'load.img'), tally);
+    } finally {
+      await hammer.stop();
+    }
+  }
+  console.log(describeTally('load without --freeze', tally));
+  expect(tally.problems).toEqual([]);
+  expect(tally.saved + tally.torn).toBeGreaterThanOrEqual(LOAD_RUNS);
+  // Both outcomes happen: calm paces save, the fastest one tears.
+  expect(tally.saved).toBeGreaterThan(0);
+});
+
+test('save --freeze -t HAMMERPID always saves a consistent image under the fastest hammer, and thaws the cgroup', async () => {
+  const cgroup = FreezerCgroup.create(`ipc-ckpt-reliability-${process.pid}`);
+  const tally: RunTally = { saved: 0, torn: 0, recopies: [], seconds: [], problems: [] };
+  try {
+    const hammer = await Hammer.start(ns.path, specs, { paceUs: PACES_US[0], cgroup: cgroup.directory });
+    try {
+      // The target is the hammer's own IPC namespace, found through its pid.
+      expect(readFileSync(`/proc/${hammer.pid}/cgroup`, 'utf8')).toContain(`freezer:/${path.basename(cgroup.directory)}`);
+      for (let run = 0; run < FREEZE_RUNS; run++) {
+        await saveOnce(['--freeze', '-t', String(hammer.pid)], path.join(dir, 'frozen.img'), tally);
+        if (cgroup.state !== 'THAWED') tally.problems.push(`run ${run}: the cgroup is ${cgroup.state} after the save`);
+        if (!hammer.running) tally.problems.push(`run ${run}: the hammer died`);
+      }
+    } finally {
+      await hammer.stop();
+    }
+  } finally {
+    await cgroup.remove();
+  }
+  console.log(describeTally('load with --freeze', tally));
+  expect(tally.problems).toEqual([]);
+  expect(tally.saved).toBe(FREEZE_RUNS);
+  expect(tally.recopies.every((n) => n === 0)).toBe(true);
+});
