@@ -3,7 +3,7 @@
 // and puts every sysctl back (a guardian process does it if this process is killed).
 import type { Readable } from 'node:stream';
 import { IpcCkptError } from './errors';
-import { decodeImage } from './image/decoder';
+import { decodeImage, verifyImage } from './image/decoder';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
@@ -72,38 +72,14 @@ function sendingQbytes(queue: ImageQueue): number {
 
 /** Reads the whole image once, checking everything (integrity record included), keeping only the queue list. */
 export async function summarizeImage(source: ImageSource, strictV16 = false): Promise<ImageSummary> {
-  let header: ImageHeader | undefined;
-  let limits: NamespaceLimits | undefined;
-  const queues: ImageQueue[] = [];
-  for await (const event of decodeImage(source.read(), { strictV16, reuseBatchBuffer: true })) {
-    switch (event.kind) {
-      case 'header':
-        header = event.header;
-        break;
-      case 'limits':
-        limits = event.limits;
-        break;
-      case 'queue':
-        queues.push({ record: event.queue, messages: 0, messageBytes: 0, largestMessage: 0 });
-        break;
-      case 'messages': {
-        const queue = queues[queues.length - 1];
-        let offset = 0;
-        for (let i = 0; i < event.count; i++) {
-          const size = event.packed.readUInt32LE(offset + 8);
-          if (size > queue.largestMessage) queue.largestMessage = size;
-          offset += PACKED_MESSAGE_HEADER_BYTES + size;
-        }
-        queue.messages += event.count;
-        queue.messageBytes += offset - event.count * PACKED_MESSAGE_HEADER_BYTES;
-        break;
-      }
-      case 'end':
-        if (!header || !limits) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} has no header or namespace record`);
-        return { header, limits, queues, digest: event.digest.toString('hex') };
-    }
-  }
-  throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} ended before its TAIL record`);
+  const verified = await verifyImage(source.read(), { strictV16 });
+  return {
+    header: verified.header,
+    limits: verified.limits,
+    // The decoder checked that q_qnum and q_cbytes match the messages that follow.
+    queues: verified.queues.map(({ queue, largestMessageBytes }) => ({ record: queue, messages: Number(queue.qnum), messageBytes: Number(queue.cbytes), largestMessage: largestMessageBytes })),
+    digest: verified.digest.toString('hex'),
+  };
 }
 
 const LIMIT_NAMES = ['msgmax', 'msgmnb', 'msgmni'] as const;

@@ -20,22 +20,25 @@ bool KernelSysctls::IsMsgSysctl(const std::string& name) {
   return name == "msgmax" || name == "msgmnb" || name == "msgmni" || name == "msg_next_id";
 }
 
-int64_t KernelSysctls::Read(const std::string& name) const {
+std::string KernelSysctls::ReadText(const std::string& name) const {
   const std::string path = SysctlPath(name);
-  const std::string doing = "read " + path + " " + target_.where();
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
-  char text[64];
+  if (fd < 0) throw ErrnoError::FromErrno(errno, "open", "read " + path + " " + target_.where());
+  char text[128];
   const ssize_t length = read(fd, text, sizeof(text) - 1);
   const int readErrno = errno;
   close(fd);
-  if (length < 0) throw ErrnoError::FromErrno(readErrno, "read", doing);
-  text[length] = '\0';
+  if (length < 0) throw ErrnoError::FromErrno(readErrno, "read", "read " + path + " " + target_.where());
+  return std::string(text, static_cast<size_t>(length));
+}
+
+int64_t KernelSysctls::Read(const std::string& name) const {
+  const std::string text = ReadText(name);
   char* end = nullptr;
   errno = 0;
-  const long long value = strtoll(text, &end, 10);
-  if (errno != 0 || end == text) {
-    throw ErrnoError::Project("E_INTERNAL", doing + ": not a number: '" + std::string(text, length) + "'");
+  const long long value = strtoll(text.c_str(), &end, 10);
+  if (errno != 0 || end == text.c_str()) {
+    throw ErrnoError::Project("E_INTERNAL", "read " + SysctlPath(name) + " " + target_.where() + ": not a number: '" + text + "'");
   }
   return value;
 }
@@ -56,23 +59,14 @@ void KernelSysctls::Write(const std::string& name, int64_t value) const {
 }
 
 void KernelSysctls::ReadUnsigned(const std::string& name, uint64_t* values, size_t count) const {
-  const std::string path = SysctlPath(name);
-  const std::string doing = "read " + path + " " + target_.where();
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
-  char text[128];
-  const ssize_t length = read(fd, text, sizeof(text) - 1);
-  const int readErrno = errno;
-  close(fd);
-  if (length < 0) throw ErrnoError::FromErrno(readErrno, "read", doing);
-  text[length] = '\0';
-  const char* cursor = text;
+  const std::string text = ReadText(name);
+  const char* cursor = text.c_str();
   for (size_t i = 0; i < count; i++) {
     char* end = nullptr;
     errno = 0;
     values[i] = strtoull(cursor, &end, 10);
     if (errno != 0 || end == cursor) {
-      throw ErrnoError::Project("E_INTERNAL", doing + ": expected " + std::to_string(count) + " numbers: '" + std::string(text, length) + "'");
+      throw ErrnoError::Project("E_INTERNAL", "read " + SysctlPath(name) + " " + target_.where() + ": expected " + std::to_string(count) + " numbers: '" + text + "'");
     }
     cursor = end;
   }

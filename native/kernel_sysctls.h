@@ -36,5 +36,7 @@ class KernelSysctls {
   int NextIdWritableErrno() const;
 
  private:
+  std::string ReadText(const std::string& name) const;
+
   const NamespaceTarget& target_;
 };
