@@ -222,6 +222,7 @@ class SaveRun {
     if (stat.qnum > 0) this.copyBufferSize = Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, stat.cbytes / stat.qnum))));
     await this.output.write(this.encoder.queue(queueRecordFromStat(stat)));
     let copied = 0;
+    let copiedBytes = 0;
     let last: Buffer | undefined;
     while (copied < stat.qnum) {
       // Each batch after the first starts by copying the previous batch's last message again:
@@ -241,11 +242,14 @@ class SaveRun {
       last = Buffer.from(lastPackedMessage(data, count));
       await this.output.write(this.encoder.messagesFromPacked(data, count));
       copied += count;
+      copiedBytes += packedBodyBytes(data, count);
       this.summary.messages += count;
       this.summary.messageBytes += packedBodyBytes(data, count);
       this.progress.messagesDone += count;
       this.report();
     }
+    // Messages that moved during a batch can leave the stat as it was; their sizes then rarely add up.
+    if (copiedBytes !== stat.cbytes) throw new QueueChanged('its messages do not add up to its byte count');
     // The last message must still be the last one, and the stat unchanged, once everything is copied.
     if (last) {
       const check = await this.copyBatch(stat, copied - 1, 2);
