@@ -170,19 +170,33 @@ class RestoreRun {
     const total = { queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0) };
     let index = -1;
     let queue: ImageQueue | undefined;
-    for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
-      if (event.kind === 'queue') {
-        if (queue) await this.finishQueue(queue);
-        queue = image.queues[++index];
-        await this.createQueue(queue, event.queue);
-      } else if (event.kind === 'messages' && queue) {
-        const sent = await this.ns.sendMessages(queue.record.id, event.packed, event.count);
-        this.messages += sent;
-        this.messageBytes += event.packed.length - sent * PACKED_MESSAGE_HEADER_BYTES;
-        this.options.onProgress?.({ ...total, queuesDone: index, messagesDone: this.messages });
-      } else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) {
-        throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+    // One batch is sent on the namespace thread while the next one is decoded (the addon copies it on the call).
+    let sending: Promise<void> | undefined;
+    const sent = async (bodyBytes: number, call: Promise<number>) => {
+      this.messages += await call;
+      this.messageBytes += bodyBytes;
+      this.options.onProgress?.({ ...total, queuesDone: index, messagesDone: this.messages });
+    };
+    try {
+      for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
+        if (event.kind === 'queue') {
+          await sending;
+          sending = undefined;
+          if (queue) await this.finishQueue(queue);
+          queue = image.queues[++index];
+          await this.createQueue(queue, event.queue);
+        } else if (event.kind === 'messages' && queue) {
+          await sending;
+          const bodyBytes = event.packed.length - event.count * PACKED_MESSAGE_HEADER_BYTES;
+          sending = sent(bodyBytes, this.ns.sendMessages(queue.record.id, event.packed, event.count));
+        } else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) {
+          throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+        }
       }
+      await sending;
+    } catch (error) {
+      await sending?.catch(() => undefined);
+      throw error;
     }
     if (queue) await this.finishQueue(queue);
     if (index !== image.queues.length - 1) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
