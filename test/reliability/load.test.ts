@@ -24,26 +24,35 @@ jest.setTimeout(15 * 60_000);
 
 let ns: TestNamespace;
 let dir: string;
-let specs: HammerSpec[];
+let specs: HammerSpec[] = [];
 /** Queues nothing touches: saved exactly as they were. */
 let quiet: DumpedQueue[];
 
-beforeAll(async () => {
-  ns = await TestNamespace.create();
-  dir = mkdtempSync(path.join(os.tmpdir(), 'ipc-ckpt-load-'));
-  msgqTool(ns.path, 'sysctl', 'msgmnb', 1 << 20);
+/** Hammered queues, made afresh for each hammer (a hammer numbers its messages from 0). */
+function createHammeredQueues(): HammerSpec[] {
   const create = (key: number) => Number(msgqTool(ns.path, 'create', `0x${key.toString(16)}`, '600').trim());
   // Fixed sizes matter: a receive plus a send of the same size leave cbytes and qnum as they were.
-  specs = [
+  return [
     { kind: 'fifo', id: create(0x4a01), size: 64 },
     { kind: 'fifo', id: create(0x4a02), size: 0 },
     { kind: 'typed', id: create(0x4a03), size: 64 },
     { kind: 'typed', id: create(0x4a04), size: 0 },
   ];
-  const calm = create(0x4b01);
+}
+
+function removeHammeredQueues(): void {
+  for (const spec of specs) msgqTool(ns.path, 'rm', spec.id);
+  specs = [];
+}
+
+beforeAll(async () => {
+  ns = await TestNamespace.create();
+  dir = mkdtempSync(path.join(os.tmpdir(), 'ipc-ckpt-load-'));
+  msgqTool(ns.path, 'sysctl', 'msgmnb', 1 << 20);
+  const calm = Number(msgqTool(ns.path, 'create', '0x4b01', '600').trim());
   msgqTool(ns.path, 'send-many', calm, 300, 100, 7);
-  create(0x4b02);
-  quiet = dumpNamespace(ns.path).queues.filter((q) => q.key >= 0x4b00);
+  msgqTool(ns.path, 'create', '0x4b02', '600');
+  quiet = dumpNamespace(ns.path).queues;
 });
 
 afterAll(async () => {
@@ -112,11 +121,13 @@ test('under senders and receivers, every save is a state each queue really had, 
   const tally: RunTally = { saved: 0, torn: 0, recopies: [], seconds: [], problems: [] };
   const perPace = Math.ceil(LOAD_RUNS / PACES_US.length);
   for (const paceUs of PACES_US) {
+    specs = createHammeredQueues();
     const hammer = await Hammer.start(ns.path, specs, { paceUs });
     try {
       for (let run = 0; run < perPace; run++) await saveOnce(['--ns', ns.path], path.join(dir, 'load.img'), tally);
     } finally {
       await hammer.stop();
+      removeHammeredQueues();
     }
   }
   console.log(describeTally('load without --freeze', tally));
@@ -129,6 +140,7 @@ test('under senders and receivers, every save is a state each queue really had, 
 test('save --freeze -t HAMMERPID always saves a consistent image under the fastest hammer, and thaws the cgroup', async () => {
   const cgroup = FreezerCgroup.create(`ipc-ckpt-reliability-${process.pid}`);
   const tally: RunTally = { saved: 0, torn: 0, recopies: [], seconds: [], problems: [] };
+  specs = createHammeredQueues();
   try {
     const hammer = await Hammer.start(ns.path, specs, { paceUs: PACES_US[0], cgroup: cgroup.directory });
     try {
@@ -144,6 +156,7 @@ test('save --freeze -t HAMMERPID always saves a consistent image under the faste
     }
   } finally {
     await cgroup.remove();
+    removeHammeredQueues();
   }
   console.log(describeTally('load with --freeze', tally));
   expect(tally.problems).toEqual([]);

@@ -36,6 +36,10 @@ export interface HammerSpec {
 export interface HammerOptions {
   /** Microseconds each hammer process sleeps after each call. */
   paceUs?: number;
+  /** Senders send while a queue holds fewer than high messages; receivers take while it holds more than low. */
+  backlog?: { low: number; high: number };
+  /** Messages each sender sends at once, before READY, so a deep queue is there from the start. */
+  prefill?: number;
   /** Freezer cgroup directory the hammer (and so its children) is moved into before it starts. */
   cgroup?: string;
 }
@@ -98,7 +102,8 @@ export class Hammer {
 
   static async start(nsPath: string, specs: HammerSpec[], options: HammerOptions = {}): Promise<Hammer> {
     const binary = buildHammer();
-    const args = ['run', '--pace-us', String(options.paceUs ?? 200), ...specs.map((s) => `${s.kind}:${s.id}:${s.size}`)];
+    const backlog = options.backlog ? ['--backlog', `${options.backlog.low}:${options.backlog.high}`] : [];
+    const args = ['run', '--pace-us', String(options.paceUs ?? 200), '--prefill', String(options.prefill ?? 0), ...backlog, ...specs.map((s) => `${s.kind}:${s.id}:${s.size}`)];
     // With a cgroup, sh moves itself in and execs nsenter, which execs the hammer: one pid throughout.
     const child = options.cgroup
       ? spawn('sh', ['-c', 'echo $$ > "$1/cgroup.procs" && ns=$2 && shift 2 && exec nsenter --ipc="$ns" -- "$@"', 'sh', options.cgroup, nsPath, binary, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })

@@ -1,0 +1,108 @@
+// Runs the CLI and SIGKILLs it after a delay, then waits until every process it left working on the
+// namespace (the rollback guardian) has finished.
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { CLI, CliResult } from '../support/cli';
+import { dumpNamespace, msgqTool, NamespaceDump } from '../support/msgq-tool';
+import type { TestNamespace } from '../support/namespace';
+
+export interface KilledRun extends CliResult {
+  /** True when the process was still running at the kill (false: it had exited on its own first). */
+  killed: boolean;
+}
+
+export interface KillPlan {
+  /** Milliseconds to wait before the kill: after the start, or after the guardian appears. */
+  delayMs: number;
+  /** Count the delay from the moment a process (the rollback guardian) appears at this namespace. */
+  afterGuardianOf?: TestNamespace;
+}
+
+/** Runs `ipc-ckpt ...args` and sends SIGKILL as planned, unless it exits first. */
+export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.ProcessEnv = {}): Promise<KilledRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    let killed = false;
+    const running = () => child.exitCode === null && child.signalCode === null;
+    const kill = () => {
+      killed = running();
+      if (killed) child.kill('SIGKILL');
+    };
+    let timer: NodeJS.Timeout | undefined;
+    if (plan.afterGuardianOf) {
+      const watched = plan.afterGuardianOf;
+      const poll = () => {
+        if (!running()) return;
+        if (processesAt(watched).length > 0) timer = setTimeout(kill, plan.delayMs);
+        else timer = setTimeout(poll, 1);
+      };
+      poll();
+    } else {
+      timer = setTimeout(kill, plan.delayMs);
+    }
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), killed });
+    });
+  });
+}
+
+/** Pids (other than the namespace's holder) inside the namespace or about to enter it with nsenter. */
+export function processesAt(ns: TestNamespace): number[] {
+  const inode = ns.inode;
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === ns.pid) continue;
+    try {
+      if (readlinkSync(`/proc/${entry}/ns/ipc`) === inode || readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`--ipc=${ns.path}\0`)) {
+        found.push(Number(entry));
+      }
+    } catch {
+      // it ended meanwhile
+    }
+  }
+  return found;
+}
+
+/** Waits until no process works on the namespace any more (the guardian exits once it has rolled back). */
+export async function waitUntilAlone(ns: TestNamespace, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let quietChecks = 0;
+  while (quietChecks < 3) {
+    const left = processesAt(ns);
+    quietChecks = left.length === 0 ? quietChecks + 1 : 0;
+    if (Date.now() > deadline) throw new Error(`processes still in ${ns.path} after ${timeoutMs} ms: ${left.join(', ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Everything of a namespace a checkpoint tool could leave changed: queues, messages, limits, msg_next_id. */
+export interface NamespaceState extends NamespaceDump {
+  msgNextId: number;
+}
+
+export function namespaceState(ns: TestNamespace): NamespaceState {
+  return { ...dumpNamespace(ns.path), msgNextId: Number(msgqTool(ns.path, 'sysctl', 'msg_next_id').trim()) };
+}
+
+/** A small seeded generator (mulberry32): runs are reproducible from the seed they print. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The seed of this run: IPC_CKPT_TEST_SEED to repeat one, else the time. */
+export function testSeed(): number {
+  return Number(process.env.IPC_CKPT_TEST_SEED ?? Date.now() % 2 ** 31);
+}
