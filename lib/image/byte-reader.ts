@@ -69,6 +69,16 @@ export class ByteReader {
     return true;
   }
 
+  /** The chunk holding the next unconsumed byte (undefined when nothing is buffered); read it from headStart. */
+  get headChunk(): Buffer | undefined {
+    return this.chunks[0];
+  }
+
+  /** Where the next unconsumed byte sits inside headChunk. */
+  get headStart(): number {
+    return this.headPos;
+  }
+
   /** Reads the record header at the current offset into type/len without consuming it (needs 8 buffered bytes). */
   peekHeader(): void {
     const head = this.chunks[0];

@@ -4,7 +4,7 @@
 import { IpcCkptError } from '../errors';
 import type { Image, ImageHeader, MessageRecord, NamespaceLimits, QueueRecord } from './model';
 import { ByteReader, type ImageInput } from './byte-reader';
-import { PACKED_MESSAGE_HEADER_BYTES, PACKED_SIZE_OFFSET, PACKED_TYPE_OFFSET, packedMessageSizes, unpackMessages } from './packed';
+import { PACKED_MESSAGE_HEADER_BYTES, PACKED_SIZE_OFFSET, PACKED_TYPE_OFFSET, unpackMessages } from './packed';
 import {
   CHECKPOINT_MAGIC_HEAD,
   CHECKPOINT_MAGIC_TAIL,
@@ -22,6 +22,8 @@ import {
   IpcSectionLayout,
   MsgMsgLayout,
   RECORD_HEADER_BYTES,
+  RECORD_LEN_OFFSET,
+  RECORD_TYPE_OFFSET,
   RecordType,
   IPCMNI,
   SHA256_BYTES,
@@ -75,6 +77,39 @@ function isZero(bytes: Buffer): boolean {
 
 function hex64(value: bigint): string {
   return `0x${value.toString(16).padStart(16, '0')}`;
+}
+
+/** Where readMessages is in a queue: shared by its awaiting path and its fast path. */
+interface MessageRun {
+  readonly qnum: number;
+  readonly cbytes: number;
+  /** Messages read so far. */
+  index: number;
+  /** Their body bytes. */
+  bytesSoFar: number;
+}
+
+/** Little-endian u32 at `at` (the caller has checked that 4 bytes are there). */
+function readU32(bytes: Uint8Array, at: number): number {
+  return (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16)) + bytes[at + 3] * 0x1000000;
+}
+
+function writeU32(bytes: Uint8Array, at: number, value: number): void {
+  bytes[at] = value;
+  bytes[at + 1] = value >>> 8;
+  bytes[at + 2] = value >>> 16;
+  bytes[at + 3] = value >>> 24;
+}
+
+/** Below this many bytes a plain loop copies faster than Buffer.copy's native call. */
+const LOOP_COPY_BYTES = 64;
+
+function copyBytes(source: Buffer, from: number, target: Buffer, to: number, count: number): void {
+  if (count < LOOP_COPY_BYTES) {
+    for (let i = 0; i < count; i++) target[to + i] = source[from + i];
+  } else {
+    source.copy(target, to, from, from + count);
+  }
 }
 
 /** A packed batch under construction; only a message larger than the batch size makes it grow. */
@@ -296,9 +331,15 @@ class ImageDecoder {
     const { reader } = this;
     const qnum = Number(queue.qnum);
     const cbytes = Number(queue.cbytes);
-    let bytesSoFar = 0;
+    const run: MessageRun = { qnum, cbytes, index: 0, bytesSoFar: 0 };
     let batch: Batch | undefined;
-    for (let index = 0; index < qnum; index++) {
+    while (run.index < qnum) {
+      if (batch !== undefined) {
+        this.readBufferedMessages(run, batch);
+        if (run.index === qnum) break;
+      }
+      const index = run.index;
+      const bytesSoFar = run.bytesSoFar;
       const at = await this.peekRecord(`message ${index} of queue id ${queue.id}`);
       if (reader.type !== RecordType.IPC_MSG_MSG) {
         if (reader.type === RecordType.IPC_MSG || reader.type === RecordType.INTEGRITY || reader.type === RecordType.TAIL) {
@@ -356,16 +397,101 @@ class ImageDecoder {
       await this.readBody(batch, batch.pos + PACKED_MESSAGE_HEADER_BYTES, size, packedSize, `message ${index} of queue id ${queue.id}`);
       batch.pos += packedSize;
       batch.count++;
-      bytesSoFar += size;
+      run.index = index + 1;
+      run.bytesSoFar = bytesSoFar + size;
       if (packedSize > this.batchBytes) {
         yield { kind: 'messages', queueId: queue.id, packed: batch.data.subarray(0, batch.pos), count: batch.count, offset: batch.offset };
         batch = undefined;
       }
     }
-    if (bytesSoFar !== cbytes) throw corrupt(queueAt, `queue id ${queue.id} has q_cbytes ${cbytes} but its messages hold ${bytesSoFar} bytes`);
+    if (run.bytesSoFar !== cbytes) throw corrupt(queueAt, `queue id ${queue.id} has q_cbytes ${cbytes} but its messages hold ${run.bytesSoFar} bytes`);
     if (batch !== undefined) {
       yield { kind: 'messages', queueId: queue.id, packed: batch.data.subarray(0, batch.pos), count: batch.count, offset: batch.offset };
     }
+  }
+
+  /**
+   * The fast path of readMessages: appends to the open batch, in a plain loop, every next message whose
+   * record and BUFFER chunks all lie in the reader's head chunk, that fits the batch and that passes every
+   * check. It stops at the first message that does not, leaving it unread: readMessages' awaiting path
+   * then reads it and reports any defect with the same message and offset.
+   */
+  private readBufferedMessages(run: MessageRun, batch: Batch): void {
+    const { reader } = this;
+    const image = reader.headChunk;
+    if (image === undefined) return;
+    const start = reader.headStart;
+    const end = image.length;
+    const data = batch.data;
+    const capacity = data.length;
+    const largestPacked = this.batchBytes;
+    const wideAllowed = !this.strictV16;
+    const { qnum, cbytes } = run;
+    let index = run.index;
+    let bytesSoFar = run.bytesSoFar;
+    let pos = start;
+    let out = batch.pos;
+    while (index < qnum) {
+      if (end - pos < WideMsgMsgLayout.BYTES || readU32(image, pos + RECORD_TYPE_OFFSET) !== RecordType.IPC_MSG_MSG) break;
+      const len = readU32(image, pos + RECORD_LEN_OFFSET);
+      let typeLow: number;
+      let typeHigh: number;
+      let size: number;
+      if (len === MsgMsgLayout.BYTES) {
+        typeLow = readU32(image, pos + MsgMsgLayout.M_TYPE);
+        // As an s32, m_type must be >= 1.
+        if (typeLow === 0 || typeLow > INT32_MAX) break;
+        typeHigh = 0;
+        size = readU32(image, pos + MsgMsgLayout.M_TS);
+      } else if (len === WideMsgMsgLayout.BYTES && wideAllowed) {
+        typeLow = readU32(image, pos + WideMsgMsgLayout.M_TYPE);
+        typeHigh = readU32(image, pos + WideMsgMsgLayout.M_TYPE + 4);
+        // As an s64, m_type must be >= 1.
+        if (typeHigh > INT32_MAX || (typeHigh === 0 && typeLow === 0)) break;
+        size = readU32(image, pos + WideMsgMsgLayout.M_TS);
+        if (readU32(image, pos + WideMsgMsgLayout.PADDING) !== 0) break;
+      } else {
+        break;
+      }
+      const packedSize = PACKED_MESSAGE_HEADER_BYTES + size;
+      if (size > INT32_MAX || bytesSoFar + size > cbytes || packedSize > largestPacked || out + packedSize > capacity) break;
+
+      // The body's chunks: all present and well formed, or the message is left to the awaiting path.
+      let chunkAt = pos + len;
+      let bodyAt = out + PACKED_MESSAGE_HEADER_BYTES;
+      let written = 0;
+      let chunk = size < DATALEN_MSG ? size : DATALEN_MSG;
+      let whole = false;
+      for (;;) {
+        const dataAt = chunkAt + RECORD_HEADER_BYTES;
+        if (end - dataAt < chunk) break;
+        if (readU32(image, chunkAt + RECORD_TYPE_OFFSET) !== RecordType.BUFFER || readU32(image, chunkAt + RECORD_LEN_OFFSET) !== RECORD_HEADER_BYTES + chunk) break;
+        copyBytes(image, dataAt, data, bodyAt, chunk);
+        chunkAt = dataAt + chunk;
+        bodyAt += chunk;
+        written += chunk;
+        if (written === size) {
+          whole = true;
+          break;
+        }
+        chunk = size - written < DATALEN_SEG ? size - written : DATALEN_SEG;
+      }
+      if (!whole) break;
+
+      writeU32(data, out + PACKED_TYPE_OFFSET, typeLow);
+      writeU32(data, out + PACKED_TYPE_OFFSET + 4, typeHigh);
+      writeU32(data, out + PACKED_SIZE_OFFSET, size);
+      out += packedSize;
+      bytesSoFar += size;
+      index++;
+      pos = chunkAt;
+    }
+    if (pos === start) return;
+    batch.count += index - run.index;
+    batch.pos = out;
+    run.index = index;
+    run.bytesSoFar = bytesSoFar;
+    reader.skip(pos - start);
   }
 
   /**
@@ -484,10 +610,15 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
         break;
       case 'messages': {
         const entry = queues[queues.length - 1];
-        for (const size of packedMessageSizes(event.packed, event.count)) {
-          entry.largestMessageBytes = Math.max(entry.largestMessageBytes, size);
+        const { packed } = event;
+        let largest = entry.largestMessageBytes;
+        for (let index = 0, pos = 0; index < event.count; index++) {
+          const size = packed.readUInt32LE(pos + PACKED_SIZE_OFFSET);
+          if (size > largest) largest = size;
           messageBytes += size;
+          pos += PACKED_MESSAGE_HEADER_BYTES + size;
         }
+        entry.largestMessageBytes = largest;
         largestMessageBytes = Math.max(largestMessageBytes, entry.largestMessageBytes);
         messageCount += event.count;
         break;
