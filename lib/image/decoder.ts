@@ -87,19 +87,17 @@ interface MessageRun {
   index: number;
   /** Their body bytes. */
   bytesSoFar: number;
+  /** The largest of them. */
+  largestMessageBytes: number;
 }
 
-/** Little-endian u32 at `at` (the caller has checked that 4 bytes are there). */
-function readU32(bytes: Uint8Array, at: number): number {
-  return (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16)) + bytes[at + 3] * 0x1000000;
+/** A DataView over the bytes of `bytes` (the fast path's reads and writes compile to plain loads and stores). */
+function viewOf(bytes: Buffer): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function writeU32(bytes: Uint8Array, at: number, value: number): void {
-  bytes[at] = value;
-  bytes[at + 1] = value >>> 8;
-  bytes[at + 2] = value >>> 16;
-  bytes[at + 3] = value >>> 24;
-}
+// The packed header size as a plain constant: the re-exported binding is a getter in compiled code.
+const PACKED_HEADER_BYTES: number = PACKED_MESSAGE_HEADER_BYTES;
 
 /** Below this many bytes a plain loop copies faster than Buffer.copy's native call. */
 const LOOP_COPY_BYTES = 64;
@@ -126,6 +124,8 @@ class ImageDecoder {
   private readonly reuseBatchBuffer: boolean;
   /** The buffer the next batch may reuse (reuseBatchBuffer only). */
   private spareBatchBuffer: Buffer | undefined;
+  /** The messages of the queue being read (for verifyImage's summary). */
+  queueRun: MessageRun | undefined;
 
   constructor(
     private readonly reader: ByteReader,
@@ -331,7 +331,8 @@ class ImageDecoder {
     const { reader } = this;
     const qnum = Number(queue.qnum);
     const cbytes = Number(queue.cbytes);
-    const run: MessageRun = { qnum, cbytes, index: 0, bytesSoFar: 0 };
+    const run: MessageRun = { qnum, cbytes, index: 0, bytesSoFar: 0, largestMessageBytes: 0 };
+    this.queueRun = run;
     let batch: Batch | undefined;
     while (run.index < qnum) {
       if (batch !== undefined) {
@@ -399,6 +400,7 @@ class ImageDecoder {
       batch.count++;
       run.index = index + 1;
       run.bytesSoFar = bytesSoFar + size;
+      if (size > run.largestMessageBytes) run.largestMessageBytes = size;
       if (packedSize > this.batchBytes) {
         yield { kind: 'messages', queueId: queue.id, packed: batch.data.subarray(0, batch.pos), count: batch.count, offset: batch.offset };
         batch = undefined;
@@ -420,52 +422,57 @@ class ImageDecoder {
     const { reader } = this;
     const image = reader.headChunk;
     if (image === undefined) return;
+    const input = viewOf(image);
     const start = reader.headStart;
     const end = image.length;
     const data = batch.data;
+    const output = viewOf(data);
     const capacity = data.length;
     const largestPacked = this.batchBytes;
     const wideAllowed = !this.strictV16;
     const { qnum, cbytes } = run;
+    const messageType = RecordType.IPC_MSG_MSG;
+    const bufferType = RecordType.BUFFER;
+    const narrowBytes = MsgMsgLayout.BYTES;
+    const wideBytes = WideMsgMsgLayout.BYTES;
+    let largest = run.largestMessageBytes;
     let index = run.index;
     let bytesSoFar = run.bytesSoFar;
     let pos = start;
     let out = batch.pos;
     while (index < qnum) {
-      if (end - pos < WideMsgMsgLayout.BYTES || readU32(image, pos + RECORD_TYPE_OFFSET) !== RecordType.IPC_MSG_MSG) break;
-      const len = readU32(image, pos + RECORD_LEN_OFFSET);
+      if (end - pos < wideBytes || input.getUint32(pos + RECORD_TYPE_OFFSET, true) !== messageType) break;
+      const len = input.getUint32(pos + RECORD_LEN_OFFSET, true);
       let typeLow: number;
       let typeHigh: number;
       let size: number;
-      if (len === MsgMsgLayout.BYTES) {
-        typeLow = readU32(image, pos + MsgMsgLayout.M_TYPE);
-        // As an s32, m_type must be >= 1.
-        if (typeLow === 0 || typeLow > INT32_MAX) break;
+      if (len === narrowBytes) {
+        typeLow = input.getInt32(pos + MsgMsgLayout.M_TYPE, true);
+        if (typeLow < 1) break;
         typeHigh = 0;
-        size = readU32(image, pos + MsgMsgLayout.M_TS);
-      } else if (len === WideMsgMsgLayout.BYTES && wideAllowed) {
-        typeLow = readU32(image, pos + WideMsgMsgLayout.M_TYPE);
-        typeHigh = readU32(image, pos + WideMsgMsgLayout.M_TYPE + 4);
-        // As an s64, m_type must be >= 1.
-        if (typeHigh > INT32_MAX || (typeHigh === 0 && typeLow === 0)) break;
-        size = readU32(image, pos + WideMsgMsgLayout.M_TS);
-        if (readU32(image, pos + WideMsgMsgLayout.PADDING) !== 0) break;
+        size = input.getUint32(pos + MsgMsgLayout.M_TS, true);
+      } else if (len === wideBytes && wideAllowed) {
+        typeLow = input.getUint32(pos + WideMsgMsgLayout.M_TYPE, true);
+        typeHigh = input.getInt32(pos + WideMsgMsgLayout.M_TYPE + 4, true);
+        if (typeHigh < 0 || (typeHigh === 0 && typeLow === 0)) break;
+        size = input.getUint32(pos + WideMsgMsgLayout.M_TS, true);
+        if (input.getUint32(pos + WideMsgMsgLayout.PADDING, true) !== 0) break;
       } else {
         break;
       }
-      const packedSize = PACKED_MESSAGE_HEADER_BYTES + size;
+      const packedSize = PACKED_HEADER_BYTES + size;
       if (size > INT32_MAX || bytesSoFar + size > cbytes || packedSize > largestPacked || out + packedSize > capacity) break;
 
       // The body's chunks: all present and well formed, or the message is left to the awaiting path.
       let chunkAt = pos + len;
-      let bodyAt = out + PACKED_MESSAGE_HEADER_BYTES;
+      let bodyAt = out + PACKED_HEADER_BYTES;
       let written = 0;
       let chunk = size < DATALEN_MSG ? size : DATALEN_MSG;
       let whole = false;
       for (;;) {
         const dataAt = chunkAt + RECORD_HEADER_BYTES;
         if (end - dataAt < chunk) break;
-        if (readU32(image, chunkAt + RECORD_TYPE_OFFSET) !== RecordType.BUFFER || readU32(image, chunkAt + RECORD_LEN_OFFSET) !== RECORD_HEADER_BYTES + chunk) break;
+        if (input.getUint32(chunkAt + RECORD_TYPE_OFFSET, true) !== bufferType || input.getUint32(chunkAt + RECORD_LEN_OFFSET, true) !== RECORD_HEADER_BYTES + chunk) break;
         copyBytes(image, dataAt, data, bodyAt, chunk);
         chunkAt = dataAt + chunk;
         bodyAt += chunk;
@@ -478,9 +485,10 @@ class ImageDecoder {
       }
       if (!whole) break;
 
-      writeU32(data, out + PACKED_TYPE_OFFSET, typeLow);
-      writeU32(data, out + PACKED_TYPE_OFFSET + 4, typeHigh);
-      writeU32(data, out + PACKED_SIZE_OFFSET, size);
+      output.setUint32(out + PACKED_TYPE_OFFSET, typeLow, true);
+      output.setInt32(out + PACKED_TYPE_OFFSET + 4, typeHigh, true);
+      output.setUint32(out + PACKED_SIZE_OFFSET, size, true);
+      if (size > largest) largest = size;
       out += packedSize;
       bytesSoFar += size;
       index++;
@@ -491,6 +499,7 @@ class ImageDecoder {
     batch.pos = out;
     run.index = index;
     run.bytesSoFar = bytesSoFar;
+    run.largestMessageBytes = largest;
     reader.skip(pos - start);
   }
 
@@ -597,36 +606,36 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
   let messageCount = 0;
   let messageBytes = 0;
   let largestMessageBytes = 0;
-  for await (const event of decodeImage(input, { ...options, reuseBatchBuffer: true })) {
-    switch (event.kind) {
-      case 'header':
-        header = event.header;
-        break;
-      case 'limits':
-        limits = event.limits;
-        break;
-      case 'queue':
-        queues.push({ queue: event.queue, offset: event.offset, largestMessageBytes: 0 });
-        break;
-      case 'messages': {
-        const entry = queues[queues.length - 1];
-        const { packed } = event;
-        let largest = entry.largestMessageBytes;
-        for (let index = 0, pos = 0; index < event.count; index++) {
-          const size = packed.readUInt32LE(pos + PACKED_SIZE_OFFSET);
-          if (size > largest) largest = size;
-          messageBytes += size;
-          pos += PACKED_MESSAGE_HEADER_BYTES + size;
+  const reader = ByteReader.from(input);
+  const decoder = new ImageDecoder(reader, { ...options, reuseBatchBuffer: true });
+  try {
+    for await (const event of decoder.events()) {
+      switch (event.kind) {
+        case 'header':
+          header = event.header;
+          break;
+        case 'limits':
+          limits = event.limits;
+          break;
+        case 'queue':
+          queues.push({ queue: event.queue, offset: event.offset, largestMessageBytes: 0 });
+          break;
+        case 'messages': {
+          const entry = queues[queues.length - 1];
+          // The decoder's count of the queue covers exactly the messages of the batches it has handed out.
+          entry.largestMessageBytes = decoder.queueRun?.largestMessageBytes ?? 0;
+          largestMessageBytes = Math.max(largestMessageBytes, entry.largestMessageBytes);
+          messageBytes += event.packed.length - event.count * PACKED_HEADER_BYTES;
+          messageCount += event.count;
+          break;
         }
-        entry.largestMessageBytes = largest;
-        largestMessageBytes = Math.max(largestMessageBytes, entry.largestMessageBytes);
-        messageCount += event.count;
-        break;
+        case 'end':
+          if (header === undefined || limits === undefined) throw new IpcCkptError('E_INTERNAL', 'decoder ended without header or limits');
+          return { header, limits, queues, messageCount, messageBytes, largestMessageBytes, digest: event.digest, imageBytes: event.imageBytes };
       }
-      case 'end':
-        if (header === undefined || limits === undefined) throw new IpcCkptError('E_INTERNAL', 'decoder ended without header or limits');
-        return { header, limits, queues, messageCount, messageBytes, largestMessageBytes, digest: event.digest, imageBytes: event.imageBytes };
     }
+  } finally {
+    await reader.close();
   }
   throw new IpcCkptError('E_INTERNAL', 'decoder stopped without its end event');
 }
