@@ -102,14 +102,6 @@ const PACKED_HEADER_BYTES: number = PACKED_MESSAGE_HEADER_BYTES;
 /** Below this many bytes a plain loop copies faster than Buffer.copy's native call. */
 const LOOP_COPY_BYTES = 64;
 
-function copyBytes(source: Buffer, from: number, target: Buffer, to: number, count: number): void {
-  if (count < LOOP_COPY_BYTES) {
-    for (let i = 0; i < count; i++) target[to + i] = source[from + i];
-  } else {
-    source.copy(target, to, from, from + count);
-  }
-}
-
 /** A packed batch under construction; only a message larger than the batch size makes it grow. */
 interface Batch {
   data: Buffer;
@@ -473,7 +465,13 @@ class ImageDecoder {
         const dataAt = chunkAt + RECORD_HEADER_BYTES;
         if (end - dataAt < chunk) break;
         if (input.getUint32(chunkAt + RECORD_TYPE_OFFSET, true) !== bufferType || input.getUint32(chunkAt + RECORD_LEN_OFFSET, true) !== RECORD_HEADER_BYTES + chunk) break;
-        copyBytes(image, dataAt, data, bodyAt, chunk);
+        if (chunk < LOOP_COPY_BYTES) {
+          let i = 0;
+          for (; i + 4 <= chunk; i += 4) output.setUint32(bodyAt + i, input.getUint32(dataAt + i, true), true);
+          for (; i < chunk; i++) data[bodyAt + i] = image[dataAt + i];
+        } else {
+          image.copy(data, bodyAt, dataAt, dataAt + chunk);
+        }
         chunkAt = dataAt + chunk;
         bodyAt += chunk;
         written += chunk;
