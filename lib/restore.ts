@@ -206,9 +206,17 @@ class RestoreRun {
 
   private async createQueue(queue: ImageQueue | undefined, record: QueueRecord): Promise<void> {
     if (!queue || queue.record.id !== record.id) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
-    const id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid });
+    // Registered before msgget: a kill between the two must not leave the queue behind.
+    await this.guardian.registerQueue(record.id);
+    let id: number;
+    try {
+      id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid });
+    } catch (error) {
+      // Not ours (taken meanwhile, or removed by the addon on an id mismatch): the guardian must not remove it.
+      await this.guardian.forgetQueue(record.id);
+      throw error;
+    }
     this.created.push(id);
-    await this.guardian.registerQueue(id);
     injectedFault(this.created.length);
     await this.ns.setQueue(id, { uid: record.uid, gid: record.gid, mode: record.mode, qbytes: sendingQbytes(queue) });
   }
