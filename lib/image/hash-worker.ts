@@ -4,8 +4,13 @@
 import { Worker } from 'node:worker_threads';
 import { IpcCkptError } from '../errors';
 
-/** Ring of bytes on their way to the worker: big enough to keep it busy while the main thread works. */
+/** Ring of bytes on their way to the worker: big enough to keep it busy while the main thread works (a power of two). */
 const RING_BYTES = 4 << 20;
+/**
+ * Where the ring's int32 byte counters start: just below 2^31, so that every run soon crosses the
+ * point where they turn negative (the offset arithmetic must hold there, not only in a 2 GiB test).
+ */
+const COUNTER_START = 0x7fffffff - 3 * (1 << 20) + 1;
 /** Largest payload of one ring entry (a larger update is split). */
 const SPAN_BYTES = 1 << 20;
 /** Ring entries start on this alignment, so an entry header never wraps around the ring's end. */
@@ -38,7 +43,8 @@ const ctl = new Int32Array(control);
 const bytes = new Uint8Array(ring);
 const entries = new DataView(ring);
 const hashes = new Map();
-let read = 0;
+let read = Atomics.load(ctl, slots.READ);
+const mask = bytes.length - 1;
 function run() {
   Atomics.store(ctl, slots.STARTED, 1);
   Atomics.notify(ctl, slots.STARTED);
@@ -48,14 +54,14 @@ function run() {
       Atomics.wait(ctl, slots.WRITTEN, read);
       continue;
     }
-    const at = read % bytes.length;
+    const at = read & mask;
     const op = entries.getUint32(at, true);
     const id = entries.getUint32(at + 4, true);
     const length = entries.getUint32(at + 8, true);
     const arg = entries.getUint32(at + 12, true);
     if (op === ops.UPDATE) {
       const hash = hashes.get(id);
-      const from = (at + headerBytes) % bytes.length;
+      const from = (at + headerBytes) & mask;
       const first = Math.min(length, bytes.length - from);
       hash.update(bytes.subarray(from, from + first));
       if (first < length) hash.update(bytes.subarray(0, length - first));
@@ -102,7 +108,7 @@ class HashWorker {
   private readonly entries = new DataView(this.ring);
   private readonly worker: Worker;
   private readonly spawnedAt = Date.now();
-  private written = 0;
+  private written = COUNTER_START;
   private answered = 0;
   private nextId = 1;
   private running = 0;
@@ -110,6 +116,8 @@ class HashWorker {
   exited = false;
 
   constructor() {
+    Atomics.store(this.ctl, Slot.WRITTEN, COUNTER_START);
+    Atomics.store(this.ctl, Slot.READ, COUNTER_START);
     this.worker = new Worker(WORKER_SOURCE, {
       eval: true,
       workerData: {
@@ -197,13 +205,13 @@ class HashWorker {
     const length = payload?.length ?? 0;
     const entryBytes = Math.ceil((ENTRY_HEADER_BYTES + length) / ENTRY_ALIGN) * ENTRY_ALIGN;
     this.waitForSpace(entryBytes);
-    const at = this.written % RING_BYTES;
+    const at = this.written & (RING_BYTES - 1);
     this.entries.setUint32(at, op, true);
     this.entries.setUint32(at + 4, id, true);
     this.entries.setUint32(at + 8, length, true);
     this.entries.setUint32(at + 12, arg, true);
     if (payload !== undefined && length > 0) {
-      const from = (at + ENTRY_HEADER_BYTES) % RING_BYTES;
+      const from = (at + ENTRY_HEADER_BYTES) & (RING_BYTES - 1);
       const first = Math.min(length, RING_BYTES - from);
       this.bytes.set(first === length ? payload : payload.subarray(0, first), from);
       if (first < length) this.bytes.set(payload.subarray(first), 0);
