@@ -22,7 +22,7 @@ export class ByteReader {
   private headPos = 0;
   /** Bytes of chunks[0] already hashed (only the head chunk is ever partly hashed). */
   private hashedPos = 0;
-  /** Created at the first byte hashed, so the decoder can still choose where it runs. */
+  /** Created at the first byte hashed, so the decoder can still choose where it runs (preferParallelHash). */
   private hash: ImageDigest | undefined;
   private parallelHash = false;
   private digestTaken = false;
@@ -145,14 +145,9 @@ export class ByteReader {
     this.headPos = pos;
   }
 
-  /** Hash on a worker thread (ImageDigest.parallel) if nothing has been hashed yet: worth it for a large image. */
+  /** Hash on a worker thread (ImageDigest.parallel), if nothing has been hashed yet. */
   preferParallelHash(): void {
     if (this.hash === undefined) this.parallelHash = true;
-  }
-
-  /** Whether hashing runs on a worker thread. */
-  get hashesInParallel(): boolean {
-    return this.hash?.isParallel ?? this.parallelHash;
   }
 
   private hashing(): ImageDigest {

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { ImageDigest } from '../../../lib/image/digest';
 import { ImageEncoder, encodeImage } from '../../../lib/image/encoder';
 import { IntegrityLayout, TailLayout } from '../../../lib/image/layout';
-import { PARALLEL_HASH_QUEUE_BYTES, decodeImage, verifyImage, type DecoderOptions } from '../../../lib/image/decoder';
+import { decodeImage, verifyImage, type DecoderOptions } from '../../../lib/image/decoder';
 import type { Image } from '../../../lib/image/model';
 import { imageArb } from './arbitraries';
 import { GOLDEN_IMAGE, GOLDEN_MODEL, GOLDEN_OFFSETS } from './golden';
@@ -145,21 +145,20 @@ describe('decoding with the hash on a worker thread', () => {
     expect((await decodeError(damaged, { parallelHash: true })).message).toBe((await decodeError(damaged, { parallelHash: false })).message);
   });
 
-  test('by default, a queue claiming at least PARALLEL_HASH_QUEUE_BYTES hashes on the worker and a small image does not', async () => {
+  test('parallelHash hashes a large image on the worker, to the same digest; by default the decoder hashes inline', async () => {
     const spy = jest.spyOn(ImageDigest, 'parallel');
     try {
-      const small = await verifyImage(GOLDEN_IMAGE);
-      expect(spy).not.toHaveBeenCalled();
       const body = patterned(64 * 1024, 9);
-      const count = PARALLEL_HASH_QUEUE_BYTES / body.length;
+      const count = 256;
       const messages = Array.from({ length: count }, (_, index) => ({ type: BigInt(1 + (index % 5)), body }));
       const template = GOLDEN_MODEL.queues[0].queue;
-      const large = encodeImage({ ...GOLDEN_MODEL, queues: [{ queue: { ...template, qnum: BigInt(count), cbytes: BigInt(PARALLEL_HASH_QUEUE_BYTES) }, messages }] });
-      const summary = await verifyImage(inChunks(large, [1 << 20]));
+      const large = encodeImage({ ...GOLDEN_MODEL, queues: [{ queue: { ...template, qnum: BigInt(count), cbytes: BigInt(count * body.length) }, messages }] });
+      const inline = await verifyImage(inChunks(large, [1 << 20]));
+      expect(spy).not.toHaveBeenCalled();
+      const parallel = await verifyImage(inChunks(large, [1 << 20]), { parallelHash: true });
       expect(spy).toHaveBeenCalledTimes(1);
-      expect(summary).toMatchObject({ messageCount: count, messageBytes: PARALLEL_HASH_QUEUE_BYTES, largestMessageBytes: body.length });
-      expect(summary.digest.toString('hex')).toBe(sha256(large.subarray(0, large.length - IntegrityLayout.BYTES - TailLayout.BYTES)));
-      expect(small.digest.equals((await verifyImage(GOLDEN_IMAGE, { parallelHash: true })).digest)).toBe(true);
+      expect(parallel).toEqual(inline);
+      expect(parallel.digest.toString('hex')).toBe(sha256(large.subarray(0, large.length - IntegrityLayout.BYTES - TailLayout.BYTES)));
     } finally {
       spy.mockRestore();
     }
