@@ -16,6 +16,10 @@ export interface KillPlan {
   delayMs: number;
   /** Count the delay from the moment a process (the rollback guardian) appears at this namespace. */
   afterGuardianOf?: TestNamespace;
+  /** Processes (and their children) that live in that namespace anyway: not taken for the guardian. */
+  workload?: number[];
+  /** Count the delay from the moment this returns true (polled every millisecond). */
+  when?: () => boolean;
 }
 
 /** Runs `ipc-ckpt ...args` and sends SIGKILL as planned, unless it exits first. */
@@ -33,11 +37,12 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
       if (killed) child.kill('SIGKILL');
     };
     let timer: NodeJS.Timeout | undefined;
-    if (plan.afterGuardianOf) {
-      const watched = plan.afterGuardianOf;
+    const watched = plan.afterGuardianOf;
+    const when = plan.when ?? (watched ? () => processesAt(watched, ...(plan.workload ?? [])).length > 0 : undefined);
+    if (when) {
       const poll = () => {
         if (!running()) return;
-        if (processesAt(watched).length > 0) timer = setTimeout(kill, plan.delayMs);
+        if (when()) timer = setTimeout(kill, plan.delayMs);
         else timer = setTimeout(poll, 1);
       };
       poll();
@@ -52,12 +57,13 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
   });
 }
 
-/** Pids (other than the namespace's holder) inside the namespace or about to enter it with nsenter. */
-export function processesAt(ns: TestNamespace): number[] {
+/** Pids (other than the namespace's holder and `others`) inside the namespace or about to enter it with nsenter. */
+export function processesAt(ns: TestNamespace, ...others: number[]): number[] {
   const inode = ns.inode;
   const found: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry) || Number(entry) === ns.pid) continue;
+    if (others.length > 0 && isOrDescendsFrom(Number(entry), others)) continue;
     try {
       if (readlinkSync(`/proc/${entry}/ns/ipc`) === inode || readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`--ipc=${ns.path}\0`)) {
         found.push(Number(entry));
@@ -69,12 +75,26 @@ export function processesAt(ns: TestNamespace): number[] {
   return found;
 }
 
-/** Waits until no process works on the namespace any more (the guardian exits once it has rolled back). */
-export async function waitUntilAlone(ns: TestNamespace, timeoutMs = 15_000): Promise<void> {
+/** True when pid is one of ancestors or a descendant of one (a workload and its children). */
+function isOrDescendsFrom(pid: number, ancestors: number[]): boolean {
+  for (let current = pid, depth = 0; current > 1 && depth < 64; depth++) {
+    if (ancestors.includes(current)) return true;
+    try {
+      current = Number(/^\d+ \(.*\) \S+ (\d+)/s.exec(readFileSync(`/proc/${current}/stat`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/** Waits until no process works on the namespace any more (the guardian exits once it has rolled back); `workload` pids and their children may stay. */
+export async function waitUntilAlone(ns: TestNamespace, ...workload: number[]): Promise<void> {
+  const timeoutMs = 15_000;
   const deadline = Date.now() + timeoutMs;
   let quietChecks = 0;
   while (quietChecks < 3) {
-    const left = processesAt(ns);
+    const left = processesAt(ns, ...workload);
     quietChecks = left.length === 0 ? quietChecks + 1 : 0;
     if (Date.now() > deadline) throw new Error(`processes still in ${ns.path} after ${timeoutMs} ms: ${left.join(', ')}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
