@@ -18,7 +18,9 @@ const unfinished = new FinalizationRegistry<RemoteHash>(({ worker, id }) => work
 /**
  * A running SHA-256 over the bytes written so far; copy() marks a point the writer can roll back to.
  * `new ImageDigest()` hashes on the calling thread; `ImageDigest.parallel()` hashes on a worker thread
- * (same results, same synchronous API), which pays once an image reaches tens of megabytes.
+ * (same results, same synchronous API). The worker overlaps hashing with encoding when a core is free
+ * (in-memory encode of 64 KiB messages: 1.0-1.2 -> 1.3-1.5 GB/s), but costs a thread start (~60 ms)
+ * and 12-30 MB of RSS, and did not speed up a 1 GiB save or restore on the busy 2-core machine.
  */
 export class ImageDigest {
   private hash: Hash | undefined;
