@@ -1,6 +1,6 @@
 // Pulls an image's bytes from a stream on demand and hashes each byte once, as it is released.
+import { createHash, type Hash } from 'node:crypto';
 import { IpcCkptError } from '../errors';
-import { ImageDigest } from './digest';
 import { RECORD_HEADER_BYTES, RECORD_LEN_OFFSET, RECORD_TYPE_OFFSET } from './layout';
 
 /** A stream or async iterable of chunks, a sync iterable of chunks, or one whole image in memory. */
@@ -22,10 +22,7 @@ export class ByteReader {
   private headPos = 0;
   /** Bytes of chunks[0] already hashed (only the head chunk is ever partly hashed). */
   private hashedPos = 0;
-  /** Created at the first byte hashed, so the decoder can still choose where it runs (preferParallelHash). */
-  private hash: ImageDigest | undefined;
-  private parallelHash = false;
-  private digestTaken = false;
+  private hash: Hash | undefined = createHash('sha256');
   private ended = false;
   private readonly headerScratch = Buffer.alloc(RECORD_HEADER_BYTES);
   /** Buffered, unconsumed bytes. */
@@ -137,7 +134,7 @@ export class ByteReader {
     let pos = this.headPos + n;
     while (this.chunks.length > 0 && pos >= this.chunks[0].length) {
       const head = this.chunks[0];
-      if (!this.digestTaken) this.hashing().update(this.hashedPos === 0 ? head : head.subarray(this.hashedPos));
+      if (this.hash !== undefined) this.hash.update(this.hashedPos === 0 ? head : head.subarray(this.hashedPos));
       pos -= head.length;
       this.chunks.shift();
       this.hashedPos = 0;
@@ -145,32 +142,20 @@ export class ByteReader {
     this.headPos = pos;
   }
 
-  /** Hash on a worker thread (ImageDigest.parallel), if nothing has been hashed yet. */
-  preferParallelHash(): void {
-    if (this.hash === undefined) this.parallelHash = true;
-  }
-
-  private hashing(): ImageDigest {
-    this.hash ??= this.parallelHash ? ImageDigest.parallel() : new ImageDigest();
-    return this.hash;
-  }
-
   /** The SHA-256 of every byte before the current offset; hashing stops here. */
   digestBefore(): Buffer {
-    if (this.digestTaken) throw new IpcCkptError('E_INTERNAL', 'image reader: digest taken twice');
-    const hash = this.hashing();
+    const hash = this.hash;
+    if (hash === undefined) throw new IpcCkptError('E_INTERNAL', 'image reader: digest taken twice');
     if (this.chunks.length > 0 && this.headPos > this.hashedPos) {
       hash.update(this.chunks[0].subarray(this.hashedPos, this.headPos));
       this.hashedPos = this.headPos;
     }
-    this.digestTaken = true;
+    this.hash = undefined;
     return hash.digest();
   }
 
   /** Releases the input (destroys a stream the caller stopped reading early). */
   async close(): Promise<void> {
-    if (!this.digestTaken) this.hash?.discard();
-    this.digestTaken = true;
     if (!this.ended && typeof this.source.return === 'function') {
       this.ended = true;
       await this.source.return();

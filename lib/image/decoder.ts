@@ -46,11 +46,6 @@ export interface DecoderOptions {
    * asked for. Spares an allocation (and its page faults) per batch for consumers that do not keep batches.
    */
   reuseBatchBuffer?: boolean;
-  /**
-   * Compute the SHA-256 on a worker thread (ImageDigest.parallel), overlapping it with parsing. Off by
-   * default: on a busy 2-core machine it did not speed up restore and added 12-30 MB of RSS.
-   */
-  parallelHash?: boolean;
 }
 
 export const DEFAULT_MESSAGE_BATCH_BYTES = 4 * 1024 * 1024;
@@ -135,7 +130,6 @@ class ImageDecoder {
     }
     this.batchBytes = batchBytes;
     this.reuseBatchBuffer = options.reuseBatchBuffer === true;
-    if (options.parallelHash === true) reader.preferParallelHash();
   }
 
   /** A buffer for a new batch of `capacity` bytes: the spare one when reusing and it is large enough. */
