@@ -103,7 +103,7 @@ export function buildProgram(): Command {
       bar.stop();
       if (!flags.quiet) {
         const where = flags.output === '-' ? 'stdout' : flags.output;
-        const extra = [summary.retries ? `${summary.retries} re-copied after changes` : '', summary.msgmaxRaised ? 'msgmax raised for the copy and put back' : ''].filter(Boolean);
+        const extra = [summary.retries ? `${summary.retries} re-copied after changes` : '', summary.secondWaits ? `waited ${summary.secondWaits} time(s) for the next second (queues had just changed)` : '', summary.msgmaxRaised ? 'msgmax raised for the copy and put back' : ''].filter(Boolean);
         process.stderr.write(`saved ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)} of messages in ${summary.seconds.toFixed(2)} s to ${where} (${humanBytes(summary.imageBytes)})${extra.length ? `; ${extra.join('; ')}` : ''}\n`);
       }
     } finally {

@@ -4,6 +4,7 @@
 import type { Readable } from 'node:stream';
 import { IpcCkptError } from './errors';
 import { decodeImage, verifyImage } from './image/decoder';
+import { INT32_MAX, IPCMNI } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
@@ -53,6 +54,8 @@ export interface RestorePlan {
   /** The namespace's limits once restored. */
   final: SysctlChange[];
   conflicts: string[];
+  /** What no restore into this target can do (found before any change, like conflicts). */
+  beyondLimits: string[];
 }
 
 export interface RestoreSummary {
@@ -95,10 +98,19 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
   const byKey = new Map(existing.filter((q) => q.key !== 0).map((q) => [q.key, q]));
   for (const { record } of image.queues) {
     const hex = `0x${record.key.toString(16).padStart(8, '0')}`;
-    const taken = byIndex.get(record.id % 32768);
-    if (taken) conflicts.push(`id ${record.id} (key ${hex}): slot ${record.id % 32768} is taken by queue ${taken.id} (key 0x${taken.key.toString(16).padStart(8, '0')})`);
+    const taken = byIndex.get(record.id % IPCMNI);
+    if (taken) conflicts.push(`id ${record.id} (key ${hex}): slot ${record.id % IPCMNI} is taken by queue ${taken.id} (key 0x${taken.key.toString(16).padStart(8, '0')})`);
     const sameKey = record.key !== 0 ? byKey.get(record.key) : undefined;
     if (sameKey && sameKey !== taken) conflicts.push(`id ${record.id}: key ${hex} is already used by queue ${sameKey.id}`);
+  }
+  const beyondLimits: string[] = [];
+  for (const queue of image.queues) {
+    if (sendingQbytes(queue) > INT32_MAX) {
+      beyondLimits.push(`queue id ${queue.record.id} needs qbytes ${sendingQbytes(queue)}, above ${INT32_MAX}, the most msgmnb can be raised to; only CAP_SYS_RESOURCE could set it`);
+    }
+  }
+  if (existing.length + image.queues.length > IPCMNI) {
+    beyondLimits.push(`the target holds ${existing.length} queue(s) and the image ${image.queues.length}: more than the ${IPCMNI} a namespace can hold`);
   }
   const needed: Record<(typeof LIMIT_NAMES)[number], number> = {
     msgmax: Math.max(0, ...image.queues.map((q) => q.largestMessage)),
@@ -131,6 +143,7 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
     during,
     final,
     conflicts,
+    beyondLimits,
   };
 }
 
@@ -268,6 +281,9 @@ export async function restore(target: Target | undefined, input: string | Readab
       const plan = planRestore(image, await ns.listQueues(), await ns.readSysctls(), resolved, options.keepLimits ?? false);
       if (plan.conflicts.length > 0) {
         throw new IpcCkptError('E_CONFLICT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.conflicts.join('\n  ')}`);
+      }
+      if (plan.beyondLimits.length > 0) {
+        throw new IpcCkptError('E_IMAGE_LIMIT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.beyondLimits.join('\n  ')}`);
       }
       const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS };
       if (!options.dryRun) {

@@ -42,6 +42,8 @@ export interface SaveSummary {
   seconds: number;
   /** Queue copies that were thrown away because the queue changed meanwhile. */
   retries: number;
+  /** Times the save waited for the next second: a queue had changed within the current one, when an unchanged stat proves nothing. */
+  secondWaits: number;
   /** The namespace's msgmax was raised for the copy and put back. */
   msgmaxRaised: boolean;
   /** SHA-256 of the image before its integrity record, hex. */
@@ -55,6 +57,8 @@ const DEFAULT_BATCH_BYTES = 1 << 20;
 const BATCH_MESSAGES = 16384;
 /** The smallest MSG_COPY buffer worth passing. */
 const MIN_COPY_BUFFER = 64;
+/** Waits for the next second for one queue before a queue that changes every second fails the save. */
+const MAX_SECOND_WAITS = 2;
 /** Attempts at the whole namespace when queues appear or vanish during the save. */
 const NAMESPACE_ATTEMPTS = 3;
 
@@ -62,8 +66,15 @@ const FREEZE_ADVICE =
   'Stop the workload from changing it during the save: `ipc-ckpt save --freeze -t PID` freezes its cgroup, ' +
   'or pause it yourself (`docker pause CONTAINER`, or write FROZEN/1 to its cgroup freezer) and save again.';
 
-/** A queue that changed under us: the copy is thrown away and made again. */
-class QueueChanged extends Error {}
+/** A queue that changed under us: the copy is thrown away and made again (not before retryAt, when set). */
+class QueueChanged extends Error {
+  constructor(
+    message: string,
+    readonly retryAt?: number,
+  ) {
+    super(message);
+  }
+}
 
 function sameStat(a: QueueStat, b: QueueStat): boolean {
   return (
@@ -137,7 +148,7 @@ class SaveRun {
   private originalMsgmax: number | undefined;
   private currentMsgmax = 0;
   private copyBufferSize = MIN_COPY_BUFFER;
-  readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, msgmaxRaised: false, digest: '' };
+  readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '' };
   private progress: SaveProgress = { queuesDone: 0, queuesTotal: 0, messagesDone: 0, messagesTotal: 0 };
 
   constructor(
@@ -184,6 +195,7 @@ class SaveRun {
 
   private async saveQueue(listed: QueueStat): Promise<void> {
     const maxAttempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    let secondWaits = 0;
     for (let attempt = 1; ; attempt++) {
       const mark = this.output.mark();
       const before = { messages: this.summary.messages, bytes: this.summary.messageBytes, progress: this.progress.messagesDone };
@@ -195,15 +207,20 @@ class SaveRun {
         return;
       } catch (error) {
         if (!(error instanceof QueueChanged)) throw error;
-        if (attempt >= maxAttempts || !this.output.canRollback(mark)) {
+        const waitsForSecond = error.retryAt !== undefined;
+        if (attempt >= maxAttempts || !this.output.canRollback(mark) || (waitsForSecond && secondWaits >= MAX_SECOND_WAITS)) {
           throw new IpcCkptError('E_TORN', `queue ${listed.id} (key 0x${listed.key.toString(16)}) in ${this.target.label} kept changing while it was copied (${error.message}; ${attempt} attempt(s)). ${FREEZE_ADVICE}`);
         }
-        this.summary.retries++;
+        if (waitsForSecond) {
+          secondWaits++;
+          this.summary.secondWaits++;
+        } else this.summary.retries++;
         this.summary.messages = before.messages;
         this.summary.messageBytes = before.bytes;
         this.progress.messagesDone = before.progress;
         await this.output.rollback(mark);
-        await new Promise((resolve) => setTimeout(resolve, attempt * 10));
+        const delay = error.retryAt !== undefined ? error.retryAt - Date.now() : attempt * 10;
+        await new Promise((resolve) => setTimeout(resolve, Math.max(0, delay)));
       }
     }
   }
@@ -219,7 +236,14 @@ class SaveRun {
 
   /** Copies one queue; throws QueueChanged when what was copied may not be a state the queue had. */
   private async copyQueue(listed: QueueStat): Promise<void> {
+    const startedMs = Date.now();
     const stat = await this.statOrVanished(listed.id);
+    // stime/rtime/ctime count whole seconds: an unchanged stat proves that nothing moved only when the
+    // queue's last change came before the second this copy began in. Otherwise wait for the next second.
+    const startSecond = Math.floor(startedMs / 1000);
+    if (stat.stime >= BigInt(startSecond) || stat.rtime >= BigInt(startSecond) || stat.ctime >= BigInt(startSecond)) {
+      throw new QueueChanged('it changed within the second its copy began', (startSecond + 1) * 1000 + 5);
+    }
     if (stat.qnum > 0) this.copyBufferSize = Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, stat.cbytes / stat.qnum))));
     await this.output.write(this.encoder.queue(queueRecordFromStat(stat)));
     let copied = 0;

@@ -109,10 +109,7 @@ describe('limits of the target', () => {
     expect(namespaceState(target)).toEqual(before);
   });
 
-  // KNOWN BUG (lib/restore.ts, planRestore): the refusal above comes from the addon's argument check
-  // ("writeSysctl: value must be an integer from -2147483648 to 2147483647, got 2147483648"), after the
-  // guardian started, and names neither the queue nor the cause. Plan it as a refusal instead.
-  test.failing('that refusal names the queue, its qbytes and why', () => {
+  test('that refusal names the queue, its qbytes and why', () => {
     const result = runCli(['restore', '--ns', target.path, '-i', imageWithQbytes(BigInt(INT_MAX) + 1n)]);
     expect(result.stderr).toMatch(/queue (id )?7\b.*qbytes 2147483648/);
   });
