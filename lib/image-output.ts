@@ -89,6 +89,18 @@ export abstract class ImageOutput {
   abstract discard(): Promise<void>;
 }
 
+/** Temporaries of earlier saves to this path whose process is gone (killed before it could clean up). */
+async function removeStaleTemporaries(directory: string, name: string): Promise<void> {
+  const pattern = new RegExp(`^\\.${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.ipc-ckpt-(\\d+)-[0-9a-f]{8}\\.tmp$`);
+  const entries = await fs.readdir(directory).catch(() => [] as string[]);
+  for (const entry of entries) {
+    const pid = pattern.exec(entry)?.[1];
+    if (pid === undefined) continue;
+    const alive = await fs.access(`/proc/${pid}`).then(() => true, () => false);
+    if (!alive) await fs.unlink(path.join(directory, entry)).catch(() => undefined);
+  }
+}
+
 /** A file written as a temporary beside it, fsync'ed and renamed over the path on commit. */
 export class FileImageOutput extends ImageOutput {
   private constructor(
@@ -101,6 +113,7 @@ export class FileImageOutput extends ImageOutput {
 
   static async create(finalPath: string): Promise<FileImageOutput> {
     const directory = path.dirname(path.resolve(finalPath));
+    await removeStaleTemporaries(directory, path.basename(finalPath));
     const temporaryPath = path.join(directory, `.${path.basename(finalPath)}.ipc-ckpt-${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
     let handle: fs.FileHandle;
     try {
