@@ -220,7 +220,7 @@ class RestoreRun {
   private async createQueue(queue: ImageQueue | undefined, record: QueueRecord): Promise<void> {
     if (!queue || queue.record.id !== record.id) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
     // Registered before msgget: a kill between the two must not leave the queue behind.
-    await this.guardian.registerQueue(record.id);
+    await this.guardian.registerQueue(record.id, record.key);
     let id: number;
     try {
       id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid });

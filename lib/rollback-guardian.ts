@@ -6,7 +6,7 @@ import { IpcCkptError } from './errors';
 import type { MsgSysctlName } from './native';
 import type { ResolvedTarget } from './target';
 
-// Reads "file VALUE PATH" / "queue ID" / "forget ID" registrations and acks each; "done" ends it
+// Reads "file VALUE PATH" / "queue ID KEY" / "forget ID" registrations and acks each; "done" ends it
 // quietly; EOF (we died) removes the queues and writes every registered file back, newest first.
 const GUARDIAN_SCRIPT = `
 trap '' INT TERM HUP PIPE
@@ -16,13 +16,19 @@ n=0
 while read -r verb value rest; do
   case "$verb" in
     file) n=$((n+1)); eval "value_$n=\\$value; path_$n=\\$rest"; files="$n $files" ;;
-    queue) queues="$value $queues" ;;
+    queue) queues="$value $queues"; eval "key_$value=\\$rest" ;;
     forget) queues=$(echo " $queues " | sed "s/ $value / /") ;;
     done) exit 0 ;;
   esac
   echo ok
 done
-for id in $queues; do ipcrm -q "$id" 2>/dev/null; done
+for id in $queues; do
+  eval "key=\\$key_$id"
+  # Only the queue we made: same id and key (another process may have taken the id meanwhile).
+  if ipcs -q | awk -v id="$id" -v key="$key" '$2 == id && $1 == key { found = 1 } END { exit !found }'; then
+    ipcrm -q "$id" 2>/dev/null
+  fi
+done
 for i in $files; do eval "printf '%s\\n' \\"\\$value_$i\\" > \\"\\$path_$i\\""; done
 exit 0
 `;
@@ -71,9 +77,9 @@ export class RollbackGuardian {
     return this.registerFileRestore(`/proc/sys/kernel/${name}`, String(Math.trunc(originalValue)));
   }
 
-  /** Call right after a queue was created: the guardian removes it if we die. */
-  registerQueue(id: number): Promise<void> {
-    return this.send(`queue ${Math.trunc(id)}`);
+  /** Call before a queue is created: if we die, the guardian removes the queue with this id and key. */
+  registerQueue(id: number, key: number): Promise<void> {
+    return this.send(`queue ${Math.trunc(id)} 0x${(key >>> 0).toString(16).padStart(8, '0')}`);
   }
 
   /** The queue was removed by us already. */
