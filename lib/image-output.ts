@@ -10,7 +10,7 @@ import { IpcCkptError } from './errors';
 /** Write in large buffered chunks: one system call per this many bytes. */
 const WRITE_CHUNK_BYTES = 4 << 20;
 /** A stream can take back at most this much (it cannot seek): beyond it a torn queue fails the save. */
-const STREAM_HOLD_BYTES = 64 << 20;
+const STREAM_HOLD_BYTES = 16 << 20;
 
 export interface OutputMark {
   position: number;
