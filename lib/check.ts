@@ -36,7 +36,7 @@ export async function check(target?: Target): Promise<CheckResult> {
   let ns;
   try {
     ns = await openNamespace(resolved);
-    findings.push({ status: 'ok', subject: 'setns', text: `joined ${resolved.label} on a dedicated thread` });
+    findings.push({ status: 'ok', subject: 'setns', text: resolved.nsPath === '' ? "works in the caller's own IPC namespace (no setns needed)" : `joined ${resolved.label} on a dedicated thread` });
   } catch (error) {
     if (!(error instanceof IpcCkptError) || error.code === 'E_TARGET' || error.code === 'ENOENT') throw error;
     findings.push({ status: 'fail', subject: 'setns', text: `cannot join ${resolved.label}: ${error.message}`, blocks: ['save', 'restore'] });
