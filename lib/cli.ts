@@ -192,6 +192,10 @@ export function buildProgram(): Command {
 
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
+  // A reader that goes away (`| head`) is not a crash: text output just stops; a save to it fails on its own.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });
