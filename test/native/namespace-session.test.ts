@@ -24,6 +24,17 @@ describe('native namespace session', () => {
   /** Session threads started by this test (a jest worker may hold others from earlier files). */
   const ourSessionThreads = () => sessionThreads().filter((thread) => !baseline.has(thread.tid));
 
+  /**
+   * The same once joined threads have left /proc: pthread_join returns when the kernel clears the
+   * thread's tid, a moment before the exiting task is removed from /proc/self/task.
+   */
+  async function ourSessionThreadsAfterExit(): Promise<ReturnType<typeof ourSessionThreads>> {
+    for (let waited = 0; waited < 2000 && ourSessionThreads().length > 0; waited += 10) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return ourSessionThreads();
+  }
+
   beforeEach(async () => {
     target = await TestNamespace.create();
     host = ownNamespace();
@@ -49,7 +60,7 @@ describe('native namespace session', () => {
     expect(ownNamespace()).toBe(host);
 
     await ns.close();
-    expect(ourSessionThreads()).toEqual([]);
+    expect(await ourSessionThreadsAfterExit()).toEqual([]);
     expect(strayThreads(host)).toEqual([]);
     await expect(ns.listQueues()).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('closed') });
     await expect(ns.close()).rejects.toMatchObject({ code: 'E_INTERNAL' });
@@ -68,7 +79,7 @@ describe('native namespace session', () => {
     // The session still works after its failures.
     expect(await ns.createQueue({ key: 0x22, id: 22, mode: 0o600, cuid: 0, cgid: 0 })).toBe(22);
     await ns.close();
-    expect(ourSessionThreads()).toEqual([]);
+    expect(await ourSessionThreadsAfterExit()).toEqual([]);
     expect(strayThreads(host)).toEqual([]);
   });
 
@@ -80,7 +91,7 @@ describe('native namespace session', () => {
     expect(await ns.readSysctls()).toMatchObject({ msgmax: read('msgmax'), msgmnb: read('msgmnb'), msgmni: read('msgmni') });
     await expect(ns.statQueue(2147483647)).rejects.toMatchObject({ message: expect.stringContaining("in the caller's IPC namespace") });
     await ns.close();
-    expect(ourSessionThreads()).toEqual([]);
+    expect(await ourSessionThreadsAfterExit()).toEqual([]);
   });
 
   describe('bad targets', () => {
@@ -88,9 +99,9 @@ describe('native namespace session', () => {
     beforeEach(() => {
       directory = mkdtempSync(path.join(tmpdir(), 'ipc-ckpt-native-'));
     });
-    afterEach(() => {
+    afterEach(async () => {
       rmSync(directory, { recursive: true, force: true });
-      expect(ourSessionThreads()).toEqual([]);
+      expect(await ourSessionThreadsAfterExit()).toEqual([]);
       expect(strayThreads(host)).toEqual([]);
     });
 
