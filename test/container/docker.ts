@@ -1,6 +1,8 @@
 // The Docker side of the container tests: engine detection, the test images, containers that clean up after themselves.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { buildMsgqTool, MSGQ_TOOL_BINARY } from '../support/msgq-tool';
 
@@ -141,4 +143,37 @@ function waitForReady(name: string): void {
     }
     spawnSync('sleep', ['0.1']);
   }
+}
+
+/** What each container test file needs: the msgq-tool image, a work directory, containers removed at the end. */
+export interface ContainerFixture {
+  /** Starts a container of the msgq-tool image, removed after the file's tests. */
+  start(options: string[], command: string[]): Container;
+  /** A fresh directory for images, removed after the file's tests. */
+  readonly workdir: string;
+}
+
+/** Call inside a describe block: registers the beforeAll/afterAll that build and clean up the fixture. */
+export function useContainers(workdirPrefix: string): ContainerFixture {
+  let image = '';
+  let workdir = '';
+  const containers: Container[] = [];
+  beforeAll(() => {
+    image = buildMsgqToolImage();
+    workdir = mkdtempSync(path.join(tmpdir(), workdirPrefix));
+  }, 120_000);
+  afterAll(() => {
+    for (const container of containers) container.remove();
+    if (workdir) rmSync(workdir, { recursive: true, force: true });
+  });
+  return {
+    start(options, command) {
+      const container = Container.start(options, image, command);
+      containers.push(container);
+      return container;
+    },
+    get workdir() {
+      return workdir;
+    },
+  };
 }

@@ -1,11 +1,10 @@
 // What --ns /proc/PID/ns/ipc means under Docker's other IPC modes: --ipc=host and --ipc=shareable/container:NAME.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { dumpNamespace, msgqTool, patternBody } from '../support/msgq-tool';
 import { cli, inspectWithoutSaveTime } from './cli';
-import { buildMsgqToolImage, Container, describeWithDocker, docker } from './docker';
+import { describeWithDocker, docker, useContainers } from './docker';
 
 interface InspectedQueue {
   key: number;
@@ -33,24 +32,8 @@ function randomKey(): number {
 jest.setTimeout(120_000);
 
 describeWithDocker("Docker's IPC modes", () => {
-  let msgqToolImage: string;
-  let workdir: string;
-  const containers: Container[] = [];
-  const start = (options: string[], command: string[]): Container => {
-    const container = Container.start(options, msgqToolImage, command);
-    containers.push(container);
-    return container;
-  };
-
-  beforeAll(() => {
-    msgqToolImage = buildMsgqToolImage();
-    workdir = mkdtempSync(path.join(tmpdir(), 'ipc-ckpt-ipc-modes-'));
-  }, 120_000);
-
-  afterAll(() => {
-    for (const container of containers) container.remove();
-    if (workdir) rmSync(workdir, { recursive: true, force: true });
-  });
+  const fixture = useContainers('ipc-ckpt-ipc-modes-');
+  const start = fixture.start;
 
   it('--ipc=host: the container uses the host namespace, so a save of it is a save of the host queues', () => {
     const hostContainer = start(['--ipc=host'], ['idle']);
@@ -63,7 +46,7 @@ describeWithDocker("Docker's IPC modes", () => {
       expect(hostContainer.exec('/msgq-tool', 'send', String(id), '3', '40', '9').status).toBe(0);
       // The host's own view (no nsenter into anything else) holds the container's queue.
       expect(dumpNamespace('/proc/self/ns/ipc').queues.find((q) => q.key === key)).toMatchObject({ id, qnum: 1, cbytes: 40 });
-      const image = path.join(workdir, 'host-mode.img');
+      const image = path.join(fixture.workdir, 'host-mode.img');
       cli('save', '--ns', hostContainer.nsPath, '-o', image);
       expect(inspectedQueues(image).filter((q) => q.key === key)).toEqual([{ key, qnum: expect.anything() }]);
       expect(Number(inspectedQueues(image).find((q) => q.key === key)?.qnum)).toBe(1);
@@ -88,8 +71,8 @@ describeWithDocker("Docker's IPC modes", () => {
     expect(joiner.exec('/msgq-tool', 'send', id, '7', '123', '5').status).toBe(0);
     expect(owner.exec('/msgq-tool', 'send', id, '8', '0').status).toBe(0);
 
-    const fromOwner = path.join(workdir, 'shareable-owner.img');
-    const fromJoiner = path.join(workdir, 'shareable-joiner.img');
+    const fromOwner = path.join(fixture.workdir, 'shareable-owner.img');
+    const fromJoiner = path.join(fixture.workdir, 'shareable-joiner.img');
     cli('save', '--ns', owner.nsPath, '-o', fromOwner);
     cli('save', '--ns', joiner.nsPath, '-o', fromJoiner);
     expect(inspectWithoutSaveTime(fromJoiner)).toEqual(inspectWithoutSaveTime(fromOwner));

@@ -1,11 +1,10 @@
 // Save a container's queues from the host, restore them into a fresh container, and prove that the application
 // in it sees the same queues and messages; then prove ipc-ckpt's own image saves the same thing.
-import { mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readlinkSync } from 'node:fs';
 import * as path from 'node:path';
 import { dumpNamespace, DumpedQueue, msgqTool } from '../support/msgq-tool';
 import { cli, inspectWithoutSaveTime, runCli } from './cli';
-import { buildMsgqToolImage, buildToolImage, Container, describeWithDocker, docker, TOOL_RUN_OPTIONS } from './docker';
+import { buildToolImage, Container, describeWithDocker, docker, TOOL_RUN_OPTIONS, useContainers } from './docker';
 
 // The workload's raised queue needs msgmnb >= its qbytes while it is set (containers lack CAP_SYS_RESOURCE).
 const WORKLOAD_MSGMNB = 65536;
@@ -30,24 +29,8 @@ function freezerState(pid: number): string {
 jest.setTimeout(120_000);
 
 describeWithDocker('a container checkpointed and restored into a fresh container', () => {
-  let msgqToolImage: string;
-  let workdir: string;
-  const containers: Container[] = [];
-  const start = (options: string[], command: string[]): Container => {
-    const container = Container.start(options, msgqToolImage, command);
-    containers.push(container);
-    return container;
-  };
-
-  beforeAll(() => {
-    msgqToolImage = buildMsgqToolImage();
-    workdir = mkdtempSync(path.join(tmpdir(), 'ipc-ckpt-container-'));
-  }, 120_000);
-
-  afterAll(() => {
-    for (const container of containers) container.remove();
-    if (workdir) rmSync(workdir, { recursive: true, force: true });
-  });
+  const fixture = useContainers('ipc-ckpt-container-');
+  const start = fixture.start;
 
   it('the checker fails in a fresh container that holds no queues (it can tell)', () => {
     const empty = start(['--ipc=private'], ['idle']);
@@ -59,7 +42,7 @@ describeWithDocker('a container checkpointed and restored into a fresh container
   describe('workload -> host save -> fresh container -> host restore', () => {
     let source: Container;
     let target: Container;
-    const hostImage = () => path.join(workdir, 'host.img');
+    const hostImage = () => path.join(fixture.workdir, 'host.img');
 
     beforeAll(() => {
       source = start(['--ipc=private', '--sysctl', `kernel.msgmnb=${WORKLOAD_MSGMNB}`], ['workload']);
@@ -83,7 +66,7 @@ describeWithDocker('a container checkpointed and restored into a fresh container
     });
 
     it('saves the same image with --freeze and leaves the container thawed and running', () => {
-      const frozenImage = path.join(workdir, 'frozen.img');
+      const frozenImage = path.join(fixture.workdir, 'frozen.img');
       cli('save', '--freeze', '--ns', source.nsPath, '-o', frozenImage);
       expect(inspectWithoutSaveTime(frozenImage)).toEqual(inspectWithoutSaveTime(hostImage()));
       expect(docker('inspect', '-f', '{{.State.Status}}', source.name).trim()).toBe('running');
@@ -111,9 +94,9 @@ describeWithDocker('a container checkpointed and restored into a fresh container
     it("saves the same image with ipc-ckpt's own Docker image, and restores it into another fresh container", () => {
       const toolImage = buildToolImage();
       const runTool = (...args: string[]) =>
-        docker('run', '--rm', ...TOOL_RUN_OPTIONS, '-v', `${workdir}:/data`, toolImage, ...args);
+        docker('run', '--rm', ...TOOL_RUN_OPTIONS, '-v', `${fixture.workdir}:/data`, toolImage, ...args);
       runTool('save', '--ns', source.nsPath, '-o', '/data/tool.img');
-      expect(inspectWithoutSaveTime(path.join(workdir, 'tool.img'))).toEqual(inspectWithoutSaveTime(hostImage()));
+      expect(inspectWithoutSaveTime(path.join(fixture.workdir, 'tool.img'))).toEqual(inspectWithoutSaveTime(hostImage()));
 
       const second = start(['--ipc=private'], ['idle']);
       runTool('restore', '--ns', second.nsPath, '-i', '/data/tool.img');
