@@ -1,5 +1,5 @@
 // Which IPC namespace a command acts on: --ns PATH, -t/--pid PID, or the caller's own.
-import { existsSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { IpcCkptError } from './errors';
 
 export interface Target {
@@ -49,9 +49,4 @@ export function resolveTarget(target: Target = {}): ResolvedTarget {
     return { nsPath: target.ns, pid: pid ? Number(pid[1]) : undefined, label: target.ns };
   }
   return { nsPath: '', label: "the caller's own IPC namespace" };
-}
-
-/** The namespace's identity ('ipc:[4026531839]'), for journals and messages. */
-export function namespaceIdentity(resolved: ResolvedTarget): string {
-  return readlinkSync(resolved.nsPath === '' ? '/proc/self/ns/ipc' : resolved.nsPath);
 }
