@@ -156,6 +156,11 @@ export interface NativeBinding {
    * is not an IPC namespace, or the errno name (e.g. 'ENOENT') when it cannot be opened.
    */
   openNamespace(nsPath: string): Promise<NativeNamespace>;
+  /**
+   * flock(fd, mode | LOCK_NB): true when held (or released), false when another open file holds a
+   * conflicting lock; never blocks. Throws the errno failure otherwise.
+   */
+  lockFile(fd: number, mode: 'shared' | 'exclusive' | 'unlock'): boolean;
 }
 
 /** Environment variable naming a custom-built addon file, e.g. the cmake-js build. */
@@ -167,6 +172,11 @@ let loaded: NativeBinding | undefined;
 export function addonFile(): string {
   const override = process.env[ADDON_PATH_ENV];
   return override ? path.resolve(override) : path.join(PACKAGE_ROOT, 'build', 'Release', 'ipc_ckpt.node');
+}
+
+/** The rollback guardian program (native/rollback_guardian.cc), built beside the addon by both builds. */
+export function guardianFile(): string {
+  return path.join(path.dirname(addonFile()), 'ipc-ckpt-guardian');
 }
 
 /** Loads the addon once (see addonFile). */

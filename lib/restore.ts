@@ -2,17 +2,20 @@
 // target namespace -> verification. All-or-nothing: a failure removes what this restore created
 // and puts every sysctl back (a guardian process does it if this process is killed).
 import type { Readable } from 'node:stream';
-import { IpcCkptError } from './errors';
+import { IpcCkptError, throwIfAborted } from './errors';
 import { decodeImage, verifyImage } from './image/decoder';
 import { INT32_MAX, IPCMNI } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
 import { MsgSysctlName, IpcSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
+import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
+import { RollbackGuardian } from './rollback-guardian';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
-export interface RestoreOptions {
+/** signal ends the restore between batches (E_INTERRUPTED, rolled back); waitSeconds/onLockWait: the namespace lock. */
+export interface RestoreOptions extends LockOptions {
   /** Print the plan, change nothing. */
   dryRun?: boolean;
   /** Leave the target's own msgmax/msgmnb/msgmni instead of the image's. */
@@ -166,12 +169,15 @@ class RestoreRun {
     private readonly ns: NativeNamespace,
     target: ResolvedTarget,
     private readonly options: RestoreOptions,
+    private readonly guardian: RollbackGuardian,
   ) {
-    this.sysctls = new RaisedSysctls(ns, target);
+    this.sysctls = new RaisedSysctls(ns, target, guardian);
   }
 
-  private get guardian() {
-    return this.sysctls.guardian;
+  /** Between batches: a signal or the guardian's death ends the restore here (and it rolls back). */
+  private checkpoint(): void {
+    throwIfAborted(this.options.signal);
+    this.guardian.throwIfDead();
   }
 
   private setSysctl(change: SysctlChange): Promise<void> {
@@ -179,6 +185,8 @@ class RestoreRun {
   }
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
+    // createQueue writes msg_next_id before each msgget: if we die between the two, the guardian resets it.
+    if (image.queues.length > 0) await this.guardian.registerSysctl('msg_next_id', -1);
     for (const change of plan.during) await this.setSysctl(change);
     const total = { queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0) };
     let index = -1;
@@ -192,6 +200,7 @@ class RestoreRun {
     };
     try {
       for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
+        this.checkpoint();
         if (event.kind === 'queue') {
           await sending;
           sending = undefined;
@@ -256,13 +265,19 @@ class RestoreRun {
   /** Removes what this restore created and puts every sysctl back, newest first. */
   async rollback(): Promise<string[]> {
     const problems: string[] = [];
+    const removed: number[] = [];
     for (const id of this.created.reverse()) {
       try {
         await this.ns.removeQueue(id);
-        await this.guardian.forgetQueue(id);
+        removed.push(id);
       } catch (error) {
         problems.push(`queue ${id}: ${(error as Error).message}`);
       }
+    }
+    try {
+      await this.guardian.forgetQueues(removed);
+    } catch (error) {
+      problems.push(`telling the guardian: ${(error as Error).message}`);
     }
     problems.push(...(await this.sysctls.putBack()));
     return problems;
@@ -273,7 +288,20 @@ class RestoreRun {
 export async function restore(target: Target | undefined, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions = {}): Promise<RestoreSummary> {
   const started = process.hrtime.bigint();
   const resolved = resolveTarget(target);
-  const source = await openImageSource(input);
+  throwIfAborted(options.signal);
+  // Held from before the plan to the end: two restores into one target cannot plan the same free slots.
+  const lock = await NamespaceLock.acquire(resolved, options.dryRun ? 'shared' : 'exclusive', options);
+  const guardian = new RollbackGuardian(resolved, { lockFd: lock.fd });
+  try {
+    return await restoreLocked(resolved, input, options, guardian, started);
+  } finally {
+    await guardian.finish();
+    lock.release();
+  }
+}
+
+async function restoreLocked(resolved: ResolvedTarget, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions, guardian: RollbackGuardian, started: bigint): Promise<RestoreSummary> {
+  const source = await openImageSource(input, { guardian, signal: options.signal });
   try {
     const image = await summarizeImage(source, options.strictV16);
     const ns = await openNamespace(resolved);
@@ -287,7 +315,7 @@ export async function restore(target: Target | undefined, input: string | Readab
       }
       const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS };
       if (!options.dryRun) {
-        const run = new RestoreRun(ns, resolved, options);
+        const run = new RestoreRun(ns, resolved, options, guardian);
         try {
           await run.apply(plan, image, source);
         } catch (error) {

@@ -2,18 +2,21 @@
 // encoder -> output. A queue that changes while it is copied is detected and copied again.
 import * as os from 'node:os';
 import type { Writable } from 'node:stream';
-import { IpcCkptError } from './errors';
+import { IpcCkptError, throwIfAborted } from './errors';
 import { ImageEncoder } from './image/encoder';
 import { ARCH_X86_64 } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
-import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output';
+import { ImageOutput, openOutputPath, planOutputPath, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
 import { openNamespace } from './namespace';
 import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat, IpcSysctls } from './native';
+import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
+import { RollbackGuardian } from './rollback-guardian';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
-export interface SaveOptions {
+/** signal ends the save between batches (E_INTERRUPTED: nothing written, limits put back); waitSeconds/onLockWait: the namespace lock. */
+export interface SaveOptions extends LockOptions {
   /** Freeze the target pid's cgroup for the duration of the save (always thawed). */
   freeze?: boolean;
   /** Refuse what v16 cannot hold (message types beyond s32) instead of widening the record. */
@@ -156,9 +159,17 @@ class SaveRun {
     private readonly target: ResolvedTarget,
     private readonly output: ImageOutput,
     private readonly options: SaveOptions,
+    private readonly lock: NamespaceLock,
+    private readonly guardian: RollbackGuardian,
   ) {
     this.encoder = new ImageEncoder({ strictV16: options.strictV16 });
-    this.raised = new RaisedSysctls(ns, target);
+    this.raised = new RaisedSysctls(ns, target, guardian);
+  }
+
+  /** Between batches: a signal or the guardian's death ends the save here. */
+  private checkpoint(): void {
+    throwIfAborted(this.options.signal);
+    this.guardian.throwIfDead();
   }
 
   async saveNamespace(): Promise<void> {
@@ -173,7 +184,10 @@ class SaveRun {
       await this.output.write(this.encoder.limits(limits));
       await this.output.write(this.encoder.msgSection(queues.length));
       try {
-        for (const listed of queues) await this.saveQueue(listed);
+        for (const listed of queues) {
+          this.checkpoint();
+          await this.saveQueue(listed);
+        }
         const after = (await this.ns.listQueues()).map((q) => q.id).join();
         if (after !== queues.map((q) => q.id).join()) throw new QueueChanged('queues were created or removed during the save');
       } catch (error) {
@@ -254,6 +268,7 @@ class SaveRun {
       // if it moved, messages before it were received meanwhile.
       const first = last ? copied - 1 : copied;
       const want = Math.min(BATCH_MESSAGES, stat.qnum - first);
+      this.checkpoint();
       const batch = await this.copyBatch(stat, first, want);
       if (!sameStat(batch.statBefore, stat) || !sameStat(batch.statAfter, stat)) throw new QueueChanged('its stat changed');
       let data = batch.data;
@@ -306,6 +321,12 @@ class SaveRun {
 
   private async raiseMsgmax(value: number): Promise<void> {
     this.originalMsgmax ??= this.currentMsgmax;
+    // Changing a limit takes the lock exclusively; others may have changed msgmax while we waited.
+    if (this.lock.mode !== 'exclusive') {
+      await this.lock.upgrade(this.options);
+      this.currentMsgmax = (await this.ns.readSysctls()).msgmax;
+      if (this.currentMsgmax >= value) return;
+    }
     await this.raised.set('msgmax', value, this.currentMsgmax);
     this.currentMsgmax = value;
     this.summary.msgmaxRaised = true;
@@ -330,15 +351,37 @@ export async function save(target: Target | undefined, output: string | Writable
   if (options.freeze && resolved.pid === undefined) {
     throw new IpcCkptError('E_USAGE', '--freeze needs the target as a pid (-t PID or --ns /proc/PID/ns/ipc): it freezes that process\'s cgroup');
   }
+  const outputPlan = typeof output === 'string' && output !== '-' ? await planOutputPath(output) : undefined;
+  throwIfAborted(options.signal);
+  // Shared: saves that change no limit run side by side; one that raises msgmax upgrades it.
+  const lock = await NamespaceLock.acquire(resolved, 'shared', options);
+  const guardian = new RollbackGuardian(resolved, { lockFd: lock.fd });
+  try {
+    return await saveLocked(resolved, output, outputPlan, options, lock, guardian, started);
+  } finally {
+    await guardian.finish();
+    lock.release();
+  }
+}
+
+async function saveLocked(
+  resolved: ResolvedTarget,
+  output: string | Writable,
+  outputPlan: Awaited<ReturnType<typeof planOutputPath>> | undefined,
+  options: SaveOptions,
+  lock: NamespaceLock,
+  guardian: RollbackGuardian,
+  started: bigint,
+): Promise<SaveSummary> {
   const ns = await openNamespace(resolved);
   let imageOutput: ImageOutput | undefined;
   let run: SaveRun | undefined;
   let frozen: FrozenCgroup | undefined;
   let committed = false;
   try {
-    imageOutput = typeof output === 'string' && output !== '-' ? await FileImageOutput.create(output) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output);
-    run = new SaveRun(ns, resolved, imageOutput, options);
-    if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, run.raised.guardian);
+    imageOutput = outputPlan ? await openOutputPath(outputPlan, { guardian, signal: options.signal }) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output, { signal: options.signal });
+    run = new SaveRun(ns, resolved, imageOutput, options, lock, guardian);
+    if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, guardian);
     await run.saveNamespace();
     run.summary.imageBytes = imageOutput.position;
     await imageOutput.commit();

@@ -8,12 +8,17 @@ import { openNamespace } from './namespace';
 import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
 import { NOT_RESTORABLE_FIELDS } from './restore';
 import { RaisedSysctls } from './raised-sysctls';
-import { IpcCkptError } from './errors';
-import { resolveTarget, Target } from './target';
+import { IpcCkptError, throwIfAborted } from './errors';
+import { LockOptions, NamespaceLock } from './namespace-lock';
+import { RollbackGuardian } from './rollback-guardian';
+import { resolveTarget, ResolvedTarget, Target } from './target';
 
-export interface VerifyOptions {
+/** signal ends the verify between batches (E_INTERRUPTED, msgmax put back); waitSeconds/onLockWait: the namespace lock. */
+export interface VerifyOptions extends LockOptions {
   /** Do not compare msgmax/msgmnb/msgmni (for a restore made with --keep-limits). */
   ignoreLimits?: boolean;
+  /** Compare only the image's queues: queues of the namespace that the image does not hold are not differences. */
+  ignoreOtherQueues?: boolean;
   strictV16?: boolean;
 }
 
@@ -110,10 +115,26 @@ class QueueComparison {
 
 export async function verify(target: Target | undefined, input: string | Readable | AsyncIterable<Buffer>, options: VerifyOptions = {}): Promise<VerifyResult> {
   const resolved = resolveTarget(target);
-  const source = await openImageSource(input);
-  const ns = await openNamespace(resolved);
+  throwIfAborted(options.signal);
+  // Shared: verify only reads, unless a message is larger than msgmax (then it upgrades, like save).
+  const lock = await NamespaceLock.acquire(resolved, 'shared', options);
+  const guardian = new RollbackGuardian(resolved, { lockFd: lock.fd });
+  try {
+    return await verifyLocked(resolved, input, options, lock, guardian);
+  } finally {
+    await guardian.finish();
+    lock.release();
+  }
+}
+
+async function verifyLocked(resolved: ResolvedTarget, input: string | Readable | AsyncIterable<Buffer>, options: VerifyOptions, lock: NamespaceLock, guardian: RollbackGuardian): Promise<VerifyResult> {
+  const source = await openImageSource(input, { guardian, signal: options.signal });
+  const ns = await openNamespace(resolved).catch(async (error: unknown) => {
+    await source.close();
+    throw error;
+  });
   const differences: string[] = [];
-  const raised = new RaisedSysctls(ns, resolved);
+  const raised = new RaisedSysctls(ns, resolved, guardian);
   const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS };
   try {
     const live = new Map<number, QueueStat>((await ns.listQueues()).map((q) => [q.id, q]));
@@ -122,6 +143,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
     // No live message is larger than its queue's cbytes: raise msgmax that far, once per size.
     const raiseMsgmaxFor = (stat: QueueStat) => async () => {
       if (stat.cbytes <= msgmax) return false;
+      if (lock.mode !== 'exclusive') {
+        await lock.upgrade(options);
+        msgmax = (await ns.readSysctls()).msgmax;
+        if (stat.cbytes <= msgmax) return true;
+      }
       await raised.set('msgmax', stat.cbytes, msgmax);
       msgmax = stat.cbytes;
       return true;
@@ -129,6 +155,8 @@ export async function verify(target: Target | undefined, input: string | Readabl
     let comparison: QueueComparison | undefined;
     for await (const event of decodeImage(source.read(), { strictV16: options.strictV16, reuseBatchBuffer: true })) {
       if (differences.length >= MAX_DIFFERENCES) break;
+      throwIfAborted(options.signal);
+      guardian.throwIfDead();
       if (event.kind === 'limits' && !options.ignoreLimits) {
         compareLimits(event.limits, sysctls, differences);
       } else if (event.kind === 'queue') {
@@ -154,7 +182,7 @@ export async function verify(target: Target | undefined, input: string | Readabl
       }
     }
     await comparison?.finish();
-    for (const extra of live.values()) {
+    for (const extra of options.ignoreOtherQueues ? [] : live.values()) {
       if (differences.length >= MAX_DIFFERENCES) break;
       differences.push(`queue ${extra.id} (key 0x${extra.key.toString(16)}) is in ${resolved.label} but not in the image`);
     }
