@@ -1,5 +1,6 @@
 // The ipc-ckpt command line. Exit codes: 0 success, 1 failure, 2 usage error. Images go to
 // stdout only when asked (-o -); progress, summaries and errors go to stderr.
+import { constants as osConstants } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import { IpcCkptError } from './errors';
@@ -27,6 +28,39 @@ interface TargetFlags {
 function targetOf(flags: TargetFlags): Target {
   if (flags.pid !== undefined && !/^\d+$/.test(flags.pid)) throw new IpcCkptError('E_USAGE', `-t/--pid takes a process id, not '${flags.pid}'`);
   return { ns: flags.ns, pid: flags.pid === undefined ? undefined : Number(flags.pid) };
+}
+
+interface LockFlags {
+  /** A number of seconds, or false for --no-wait. */
+  wait?: string | false;
+}
+
+/** The signals that end a run in order (rolled back, exit 128 + the signal's number). */
+const ENDING_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+type EndingSignal = (typeof ENDING_SIGNALS)[number];
+
+/** Aborted by the first SIGINT/SIGTERM/SIGHUP of this process; the run rolls back and ends. */
+const interruption = { controller: new AbortController(), received: undefined as EndingSignal | undefined };
+
+/** What save/restore/verify need of the command line to wait for the namespace lock and stop on a signal. */
+function runControl(flags: LockFlags) {
+  let waitSeconds = Infinity;
+  if (flags.wait === false) waitSeconds = 0;
+  else if (flags.wait !== undefined) {
+    if (!/^\d+(\.\d+)?$/.test(flags.wait)) throw new IpcCkptError('E_USAGE', `--wait takes a number of seconds, not '${flags.wait}'`);
+    waitSeconds = Number(flags.wait);
+  }
+  return {
+    waitSeconds,
+    onLockWait: (text: string) => process.stderr.write(`ipc-ckpt: ${text}\n`),
+    signal: interruption.controller.signal,
+  };
+}
+
+function addLockOptions(command: Command): Command {
+  return command
+    .option('--wait <seconds>', "wait at most this long for another ipc-ckpt run on the same namespace (default: as long as it takes)")
+    .option('--no-wait', 'fail at once when another ipc-ckpt run holds the namespace (E_LOCKED)');
 }
 
 function addTargetOptions(command: Command): Command {
@@ -85,21 +119,23 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
 
-  addTargetOptions(
-    program
-      .command('save')
-      .description('save every message queue of an IPC namespace into an image (non-destructive: uses MSG_COPY)')
-      .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal)", '-')
-      .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
-      .option('--strict-v16', 'refuse what the v16 layout cannot hold (message types beyond 2^31-1) instead of widening the record')
-      .option('-q, --quiet', 'no progress bar and no summary line'),
-  ).action(async (flags: TargetFlags & { output: string; freeze?: boolean; strictV16?: boolean; quiet?: boolean }) => {
+  addLockOptions(
+    addTargetOptions(
+      program
+        .command('save')
+        .description('save every message queue of an IPC namespace into an image (non-destructive: uses MSG_COPY)')
+        .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal); an existing device, FIFO or /dev/stdout is written to, never replaced", '-')
+        .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
+        .option('--strict-v16', 'refuse what the v16 layout cannot hold (message types beyond 2^31-1) instead of widening the record')
+        .option('-q, --quiet', 'no progress bar and no summary line'),
+    ),
+  ).action(async (flags: TargetFlags & LockFlags & { output: string; freeze?: boolean; strictV16?: boolean; quiet?: boolean }) => {
     if (flags.output === '-' && process.stdout.isTTY) {
       throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
     }
     const bar = progressBar('save', flags.quiet ?? false);
     try {
-      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, strictV16: flags.strictV16, onProgress: bar.onProgress });
+      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
       bar.stop();
       if (!flags.quiet) {
         const where = flags.output === '-' ? 'stdout' : flags.output;
@@ -111,20 +147,22 @@ export function buildProgram(): Command {
     }
   });
 
-  addTargetOptions(
-    program
-      .command('restore')
-      .description('recreate the queues of an image in an IPC namespace: same ids, keys, owners, modes, qbytes and messages; all or nothing')
-      .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
-      .option('--dry-run', 'validate the image, print the plan, change nothing')
-      .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
-      .option('--strict-v16', 'refuse images that use the widened message record')
-      .option('-q, --quiet', 'no progress bar and no summary line'),
-  ).action(async (flags: TargetFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean }) => {
+  addLockOptions(
+    addTargetOptions(
+      program
+        .command('restore')
+        .description('recreate the queues of an image in an IPC namespace: same ids, keys, owners, modes, qbytes and messages; all or nothing')
+        .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
+        .option('--dry-run', 'validate the image, print the plan, change nothing')
+        .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
+        .option('--strict-v16', 'refuse images that use the widened message record')
+        .option('-q, --quiet', 'no progress bar and no summary line'),
+    ),
+  ).action(async (flags: TargetFlags & LockFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean }) => {
     if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
     const bar = progressBar('restore', flags.quiet ?? false);
     try {
-      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, onProgress: bar.onProgress });
+      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
       bar.stop();
       if (flags.dryRun) printPlan(summary);
       else if (!flags.quiet) {
@@ -146,7 +184,7 @@ export function buildProgram(): Command {
     .option('--messages', "add each message's type, size and body (base64 in JSON, a preview in the table)")
     .action(async (file: string, flags: { json?: boolean; messages?: boolean }) => {
       if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
-      const source = await openImageSource(file);
+      const source = await openImageSource(file, { signal: interruption.controller.signal });
       try {
         const report = await inspect(source.read(), { messages: flags.messages });
         process.stdout.write(flags.json ? formatInspectJson(report) : formatInspectTable(report, { messages: flags.messages }));
@@ -155,14 +193,17 @@ export function buildProgram(): Command {
       }
     });
 
-  addTargetOptions(
-    program
-      .command('verify')
-      .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
-      .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
-      .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni (after restore --keep-limits)'),
-  ).action(async (flags: TargetFlags & { input: string; ignoreLimits?: boolean }) => {
-    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits });
+  addLockOptions(
+    addTargetOptions(
+      program
+        .command('verify')
+        .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
+        .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
+        .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni (after restore --keep-limits)')
+        .option('--ignore-other-queues', "compare only the image's queues: the namespace's other queues are not differences"),
+    ),
+  ).action(async (flags: TargetFlags & LockFlags & { input: string; ignoreLimits?: boolean; ignoreOtherQueues?: boolean }) => {
+    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, ignoreOtherQueues: flags.ignoreOtherQueues, ...runControl(flags) });
     const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}`;
     if (result.equal) {
       process.stdout.write(`equal: ${result.queues} queue(s), ${result.messages} message(s); ${skipped}\n`);
@@ -197,10 +238,21 @@ export async function main(argv: string[]): Promise<number> {
     if (error.code !== 'EPIPE') throw error;
   });
   const program = buildProgram();
+  // A signal does not kill the run: it aborts it, and the run rolls back and ends in order.
+  const onSignal = (name: EndingSignal) => {
+    if (interruption.received) return;
+    interruption.received = name;
+    interruption.controller.abort(new IpcCkptError('E_INTERRUPTED', `interrupted by ${name}; everything this run changed was put back and its temporary files removed`));
+  };
+  for (const name of ENDING_SIGNALS) process.on(name, onSignal);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
   } catch (error) {
+    if (error instanceof IpcCkptError && error.code === 'E_INTERRUPTED' && interruption.received) {
+      process.stderr.write(`ipc-ckpt: ${error.message}\n`);
+      return 128 + osConstants.signals[interruption.received];
+    }
     if (error instanceof CommanderError) {
       // --help and --version end through here too, with exit code 0.
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;

@@ -3,7 +3,7 @@
 // file under /run/ipc-ckpt. Runs that only read take it shared, runs that change the namespace
 // exclusive. The kernel releases it when its holders die; the rollback guardian inherits the
 // descriptor, so after a SIGKILL the lock stays held until the guardian has rolled back.
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, statSync, constants as fsConstants } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { IpcCkptError, throwIfAborted } from './errors';
@@ -59,9 +59,26 @@ function holders(file: string): string {
   }
 }
 
+function openLockFile(file: string): number {
+  try {
+    return openSync(file, fsConstants.O_RDONLY | fsConstants.O_CREAT, 0o644);
+  } catch (error) {
+    throw lockError(`cannot open the lock file ${file}`, error);
+  }
+}
+
+/** True while `file` still names the inode fd is open on (someone may have cleaned the directory up meanwhile). */
+function stillNamed(fd: number, file: string): boolean {
+  try {
+    return statSync(file, { bigint: true }).ino === fstatSync(fd, { bigint: true }).ino;
+  } catch {
+    return false;
+  }
+}
+
 export class NamespaceLock {
   private constructor(
-    readonly fd: number,
+    public fd: number,
     readonly file: string,
     private readonly label: string,
     public mode: LockMode,
@@ -77,17 +94,11 @@ export class NamespaceLock {
       throw lockError(`cannot identify the IPC namespace ${target.label}`, error);
     }
     const file = path.join(lockDirectory(), `ipc-ns-${identity.dev}-${identity.ino}.lock`);
-    let fd: number;
-    try {
-      fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_CREAT, 0o644);
-    } catch (error) {
-      throw lockError(`cannot open the lock file ${file}`, error);
-    }
-    const lock = new NamespaceLock(fd, file, target.label, mode);
+    const lock = new NamespaceLock(openLockFile(file), file, target.label, mode);
     try {
       await lock.take(mode, options);
     } catch (error) {
-      closeSync(fd);
+      closeSync(lock.fd);
       throw error;
     }
     return lock;
@@ -101,7 +112,11 @@ export class NamespaceLock {
       throwIfAborted(options.signal);
       if (loadNative().lockFile(this.fd, mode)) {
         this.mode = mode;
-        return;
+        if (stillNamed(this.fd, this.file)) return;
+        // The file was removed between our open and our lock: lock the one there now.
+        closeSync(this.fd);
+        this.fd = openLockFile(this.file);
+        continue;
       }
       const who = holders(this.file);
       if (Date.now() - started >= waitMs) {
@@ -124,7 +139,11 @@ export class NamespaceLock {
     await this.take('exclusive', options);
   }
 
-  /** Closes our descriptor; a guardian still holding it keeps the lock until it exits. */
+  /**
+   * Closes our descriptor (the lock goes with it unless the guardian still holds it). The file stays:
+   * a run that lets the shared lock go to upgrade could otherwise lock a removed file. One empty file
+   * per namespace ever locked, in a tmpfs.
+   */
   release(): void {
     closeSync(this.fd);
   }
