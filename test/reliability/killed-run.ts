@@ -9,6 +9,9 @@ import type { TestNamespace } from '../support/namespace';
 export interface KilledRun extends CliResult {
   /** True when the process was still running at the kill (false: it had exited on its own first). */
   killed: boolean;
+  /** The signal that ended the process, when one did (its handlers were not in place yet). */
+  exitSignal: NodeJS.Signals | null;
+  stdoutBytes: Buffer;
 }
 
 export interface KillPlan {
@@ -20,21 +23,29 @@ export interface KillPlan {
   workload?: number[];
   /** Count the delay from the moment this returns true (polled every millisecond). */
   when?: () => boolean;
+  /** The signal to send (SIGKILL unless given). */
+  signal?: NodeJS.Signals;
+  /** Bytes written to the CLI's stdin (else stdin is closed). */
+  input?: Buffer;
 }
 
 /** Runs `ipc-ckpt ...args` and sends SIGKILL as planned, unless it exits first. */
 export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.ProcessEnv = {}): Promise<KilledRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: [plan.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    if (plan.input) {
+      child.stdin!.on('error', () => undefined); // the CLI may end before it read everything
+      child.stdin!.end(plan.input);
+    }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => err.push(d));
     let killed = false;
     const running = () => child.exitCode === null && child.signalCode === null;
     const kill = () => {
       killed = running();
-      if (killed) child.kill('SIGKILL');
+      if (killed) child.kill(plan.signal ?? 'SIGKILL');
     };
     let timer: NodeJS.Timeout | undefined;
     const watched = plan.afterGuardianOf;
@@ -50,9 +61,9 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
       timer = setTimeout(kill, plan.delayMs);
     }
     child.on('error', reject);
-    child.on('close', (status) => {
+    child.on('close', (status, signal) => {
       clearTimeout(timer);
-      resolve({ status, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), killed });
+      resolve({ status, exitSignal: signal, stdout: Buffer.concat(out).toString('latin1'), stdoutBytes: Buffer.concat(out), stderr: Buffer.concat(err).toString(), killed });
     });
   });
 }
