@@ -102,19 +102,23 @@ async function removeStaleTemporaries(directory: string, name: string): Promise<
   }
 }
 
-/** How `-o PATH` is written: atomically to `path` (a new path or a regular file), or as a stream into an existing special file. */
-export type OutputPlan = { kind: 'atomic'; path: string } | { kind: 'special'; path: string };
+/**
+ * How `-o PATH` is written: atomically to `path` (a new path or a regular file), as a stream into an
+ * existing special file, or into one of our own descriptors (/dev/stdout: a socket cannot be opened anew).
+ */
+export type OutputPlan = { kind: 'atomic'; path: string } | { kind: 'special'; path: string } | { kind: 'descriptor'; path: string; fd: number };
 
-/** True when resolving filePath goes through a /proc/PID/fd link (/dev/stdout, /dev/fd/N): an open file of some process, not a place. */
-async function throughOpenFile(filePath: string): Promise<boolean> {
+/** Where resolving filePath goes through a /proc/PID/fd link (/dev/stdout, /dev/fd/N): an open file, not a place; fd when it is one of ours. */
+async function throughOpenFile(filePath: string): Promise<{ fd?: number } | undefined> {
   let current = path.resolve(filePath);
   for (let hop = 0; hop < 40; hop++) {
-    if (/^\/proc\/(self|thread-self|\d+)\/fd\/\d+$/.test(current)) return true;
+    const open = /^\/proc\/(self|thread-self|\d+)\/fd\/(\d+)$/.exec(current);
+    if (open) return { fd: open[1] === 'self' || open[1] === String(process.pid) ? Number(open[2]) : undefined };
     const link = await fs.readlink(current).catch(() => undefined);
-    if (link === undefined) return false;
+    if (link === undefined) return undefined;
     current = path.resolve(path.dirname(current), link);
   }
-  return false;
+  return undefined;
 }
 
 /** Decides how to write filePath before any work: '' and directories are usage errors. */
@@ -125,7 +129,9 @@ export async function planOutputPath(filePath: string): Promise<OutputPlan> {
     throw new IpcCkptError(error.code ?? 'E_OUTPUT', `cannot use ${filePath} as the output: ${error.message}`, { errno: error.errno, syscall: error.syscall, cause: error });
   });
   if (stat?.isDirectory()) throw new IpcCkptError('E_USAGE', `-o ${filePath} is a directory: give a file path in it`);
-  if (stat && (!stat.isFile() || (await throughOpenFile(filePath)))) return { kind: 'special', path: filePath };
+  const openFile = stat ? await throughOpenFile(filePath) : undefined;
+  if (openFile?.fd !== undefined) return { kind: 'descriptor', path: filePath, fd: openFile.fd };
+  if (stat && (!stat.isFile() || openFile)) return { kind: 'special', path: filePath };
   // A symlink to a regular file: replace the file it points to, not the link.
   return { kind: 'atomic', path: stat ? await fs.realpath(filePath) : filePath };
 }
@@ -139,6 +145,10 @@ export interface OutputOptions {
 /** The output for an OutputPlan: a temporary renamed into place, or a stream into the special file (never replaced). */
 export async function openOutputPath(plan: OutputPlan, options: OutputOptions = {}): Promise<ImageOutput> {
   if (plan.kind === 'atomic') return FileImageOutput.create(plan.path, options.guardian);
+  if (plan.kind === 'descriptor') {
+    const stream = plan.fd === 1 ? process.stdout : createWriteStream('', { fd: plan.fd, autoClose: false });
+    return new StreamImageOutput(stream, { signal: options.signal, label: plan.path });
+  }
   // Append, never truncate: /dev/stdout opened anew must not cut what the shell redirected before us.
   const stream = createWriteStream(plan.path, { flags: 'a' });
   await new Promise<void>((resolve, reject) => {
