@@ -68,7 +68,7 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
   });
 }
 
-/** Pids (other than the namespace's holder and `others`) inside the namespace or about to enter it with nsenter. */
+/** Pids (other than the namespace's holder and `others`) inside the namespace or about to enter it (nsenter, the guardian). */
 export function processesAt(ns: TestNamespace, ...others: number[]): number[] {
   const inode = ns.inode;
   const found: number[] = [];
@@ -76,7 +76,9 @@ export function processesAt(ns: TestNamespace, ...others: number[]): number[] {
     if (!/^\d+$/.test(entry) || Number(entry) === ns.pid) continue;
     if (others.length > 0 && isOrDescendsFrom(Number(entry), others)) continue;
     try {
-      if (readlinkSync(`/proc/${entry}/ns/ipc`) === inode || readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`--ipc=${ns.path}\0`)) {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      // The guardian program names the namespace it is about to join as its argument.
+      if (readlinkSync(`/proc/${entry}/ns/ipc`) === inode || cmdline.includes(`--ipc=${ns.path}\0`) || cmdline.includes(`ipc-ckpt-guardian\0${ns.path}\0`)) {
         found.push(Number(entry));
       }
     } catch {
