@@ -2,7 +2,7 @@
 // queues in one walk over the namespace, and when it cannot start or dies mid-run, ipc-ckpt rolls
 // back by itself and fails with a clear error, never a stack trace.
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -183,5 +183,40 @@ test('a guardian that cannot start: restore and save fail with a clear error, ch
     expect(readdirSync(env.TMPDIR)).toEqual([]);
   } finally {
     await Promise.all([source.destroy(), target.destroy()]);
+  }
+});
+
+/** An IPC namespace owned by a user namespace whose root is host uid/gid 100000 (as a rootless container's). */
+async function userNamespaced(): Promise<{ ns: string; stop: () => void }> {
+  const child = spawn('unshare', ['--user', '--ipc', 'sh', '-c', 'read go; exec sleep infinity'], { stdio: ['pipe', 'ignore', 'inherit'] });
+  const pid = child.pid!;
+  // unshare execs sh once it has unshared: then the maps can be written.
+  while (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('unshare')) await new Promise((r) => setTimeout(r, 2));
+  writeFileSync(`/proc/${pid}/uid_map`, '0 100000 65536');
+  writeFileSync(`/proc/${pid}/setgroups`, 'deny');
+  writeFileSync(`/proc/${pid}/gid_map`, '0 100000 65536');
+  child.stdin!.write('go\n');
+  return { ns: `/proc/${pid}/ns/ipc`, stop: () => child.kill('SIGKILL') };
+}
+
+test("after a SIGKILL the guardian writes a sysctl of a user-namespaced IPC namespace back as that namespace's root uid (host root gets EACCES)", async () => {
+  const { ns, stop } = await userNamespaced();
+  try {
+    const readMsgmax = () => execFileSync('nsenter', [`--ipc=${ns}`, 'cat', '/proc/sys/kernel/msgmax'], { encoding: 'utf8' }).trim();
+    expect(() => execFileSync('nsenter', [`--ipc=${ns}`, 'sh', '-c', 'echo 9000 > /proc/sys/kernel/msgmax'], { stdio: 'pipe' })).toThrow(/Permission denied/);
+    const script = `
+      const { RollbackGuardian } = require(${JSON.stringify(path.resolve(__dirname, '../../dist/lib/rollback-guardian.js'))});
+      const guardian = new RollbackGuardian({ nsPath: ${JSON.stringify(ns)}, label: 'test' });
+      guardian.registerSysctl('msgmax', 12345, { writeAsUid: 100000, writeAsGid: 100000 }).then(() => process.kill(process.pid, 'SIGKILL'));`;
+    const killed = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const stderr: Buffer[] = [];
+    killed.stderr.on('data', (d: Buffer) => stderr.push(d));
+    await new Promise((resolve) => killed.on('close', resolve));
+    // The guardian outlives the killed process by the moment its rollback takes.
+    for (let i = 0; i < 500 && readMsgmax() !== '12345'; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(readMsgmax()).toBe('12345');
+    expect(Buffer.concat(stderr).toString()).toMatch(/ipc-ckpt-guardian: ipc-ckpt ended before it was done; rolled back: 0 queue\(s\) removed, 1 file\(s\) written back/);
+  } finally {
+    stop();
   }
 });
