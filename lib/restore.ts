@@ -320,13 +320,11 @@ async function restoreLocked(resolved: ResolvedTarget, input: string | Readable 
           await run.apply(plan, image, source);
         } catch (error) {
           const problems = await run.rollback();
-          await run.sysctls.finish();
           if (problems.length > 0 && error instanceof Error) {
             error.message += `\nrolling back also failed:\n  ${problems.join('\n  ')}`;
           }
           throw error;
         }
-        await run.sysctls.finish();
         summary.queues = image.queues.length;
         summary.messages = run.messages;
         summary.messageBytes = run.messageBytes;

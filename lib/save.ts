@@ -393,8 +393,9 @@ async function saveLocked(
   } finally {
     try {
       if (frozen) await frozen.thaw();
-      await run?.finish();
+      // The temporary goes before the guardian is told "done": a kill between the two must not leave it.
       if (!committed) await imageOutput?.discard();
+      await run?.finish();
     } finally {
       await ns.close();
     }

@@ -188,7 +188,6 @@ async function verifyLocked(resolved: ResolvedTarget, input: string | Readable |
     }
   } finally {
     const problems = await raised.putBack();
-    await raised.finish();
     await ns.close();
     await source.close();
     if (problems.length > 0) differences.push(`putting the namespace's limits back failed: ${problems.join('; ')}`);
