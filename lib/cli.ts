@@ -60,7 +60,8 @@ function runControl(flags: LockFlags) {
 function addLockOptions(command: Command): Command {
   return command
     .option('--wait <seconds>', "wait at most this long for another ipc-ckpt run on the same namespace (default: as long as it takes)")
-    .option('--no-wait', 'fail at once when another ipc-ckpt run holds the namespace (E_LOCKED)');
+    .option('--no-wait', 'fail at once when another ipc-ckpt run holds the namespace (E_LOCKED)')
+    .addHelpText('after', 'SIGINT, SIGTERM and SIGHUP end the run rolled back (exit 130, 143, 129); after a SIGKILL the rollback guardian does it.');
 }
 
 function addTargetOptions(command: Command): Command {

@@ -21,8 +21,8 @@ export interface KillPlan {
   afterGuardianOf?: TestNamespace;
   /** Processes (and their children) that live in that namespace anyway: not taken for the guardian. */
   workload?: number[];
-  /** Count the delay from the moment this returns true (polled every millisecond). */
-  when?: () => boolean;
+  /** Count the delay from the moment this returns true (polled every millisecond; given the CLI's pid). */
+  when?: (pid: number) => boolean;
   /** The signal to send (SIGKILL unless given). */
   signal?: NodeJS.Signals;
   /** Bytes written to the CLI's stdin (else stdin is closed). */
@@ -53,7 +53,7 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
     if (when) {
       const poll = () => {
         if (!running()) return;
-        if (when()) timer = setTimeout(kill, plan.delayMs);
+        if (when(child.pid!)) timer = setTimeout(kill, plan.delayMs);
         else timer = setTimeout(poll, 1);
       };
       poll();
