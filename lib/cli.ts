@@ -70,7 +70,9 @@ function printPlan(summary: RestoreSummary): void {
   const lines = [`plan for ${plan.target}${summary.dryRun ? ' (dry run: nothing is changed)' : ''}:`];
   for (const change of plan.during) lines.push(`  raise ${change.name} ${change.from} -> ${change.to} for the duration`);
   for (const q of plan.queues) {
-    lines.push(`  create queue id ${q.id} key 0x${q.key.toString(16).padStart(8, '0')} mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} creator ${q.cuid}:${q.cgid} qbytes ${q.qbytes}, send ${q.messages} message(s) (${humanBytes(q.messageBytes)})`);
+    const { host } = q;
+    const hostIds = host.uid !== q.uid || host.gid !== q.gid || host.cuid !== q.cuid || host.cgid !== q.cgid ? ` (host ids ${host.uid}:${host.gid} creator ${host.cuid}:${host.cgid})` : '';
+    lines.push(`  create queue id ${q.id} key 0x${q.key.toString(16).padStart(8, '0')} mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} creator ${q.cuid}:${q.cgid}${hostIds} qbytes ${q.qbytes}, send ${q.messages} message(s) (${humanBytes(q.messageBytes)})`);
   }
   for (const change of plan.final) lines.push(`  set ${change.name} ${change.from} -> ${change.to}`);
   if (plan.queues.length === 0) lines.push('  (the image holds no queue)');
@@ -163,7 +165,7 @@ export function buildProgram(): Command {
       .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni (after restore --keep-limits)'),
   ).action(async (flags: TargetFlags & { input: string; ignoreLimits?: boolean }) => {
     const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits });
-    const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}`;
+    const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}; ${result.idView}`;
     if (result.equal) {
       process.stdout.write(`equal: ${result.queues} queue(s), ${result.messages} message(s); ${skipped}\n`);
     } else {
