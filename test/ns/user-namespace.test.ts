@@ -95,6 +95,8 @@ test('a rootless container\'s queues restored into one mapping 0 -> 200000 look 
   expect(restored.stderr).toMatch(/restored 2 queue\(s\), 3 message\(s\)/);
   expect(restored.status).toBe(0);
 
+  // util-linux's ipcs inside each container: keys, ids, owners, creators, modes, bytes and counts alike.
+  for (const view of [['-q'], ['-q', '-c'], ['-q', '-l']]) expect(target.run('ipcs', ...view)).toBe(source.run('ipcs', ...view));
   const inside = target.dumpInside();
   expect(restorableView(inside)).toEqual(restorableView(source.dumpInside()));
   expect(inside.queues.find((q) => q.id === appQueue)).toMatchObject({ uid: 1000, gid: 1000, cuid: 1234, cgid: 1234, mode: 0o600, qbytes: 40000 });

@@ -56,6 +56,11 @@ export class UserNamespacedIpc {
     }
   }
 
+  /** Any command inside both namespaces (e.g. ipcs), as its root; returns stdout. */
+  run(...argv: string[]): string {
+    return execFileSync('nsenter', [`--target=${this.pid}`, '--user', '--ipc', '--', ...argv], { encoding: 'utf8' });
+  }
+
   /** Every queue and message as seen from inside (the namespace's own ids). */
   dumpInside(): NamespaceDump {
     return JSON.parse(this.tool(['dump'])) as NamespaceDump;
