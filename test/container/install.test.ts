@@ -85,8 +85,8 @@ describe('the npm pack tarball', () => {
   it('holds the prebuild, the compiled JavaScript with types, every native source of native/sources.json and the build files; no tests, no TypeScript sources, no source maps', () => {
     const files = tarball.files.map((f) => f.path);
     expect(files).toEqual(expect.arrayContaining([PREBUILD, 'bin/ipc-ckpt.js', 'dist/lib/index.js', 'dist/lib/index.d.ts', 'dist/lib/cli.js',
-      'binding.gyp', 'CMakeLists.txt', 'native/sources.json', ...sources, 'docs/JSON.md', 'docs/schema/ipc-ckpt.schema.json', 'package.json', 'README.md']));
-    expect(files.filter((f) => /^(test|lib|scripts|build)\/|\.map$|\.ts$/.test(f) && !f.endsWith('.d.ts'))).toEqual([]);
+      'binding.gyp', 'CMakeLists.txt', 'native/sources.json', ...sources, 'docs/JSON.md', 'docs/schema/ipc-ckpt.schema.json', 'scripts/ci-recipe.sh', 'package.json', 'README.md']));
+    expect(files.filter((f) => /^(test|lib|build)\/|^scripts\/(?!ci-recipe\.sh$)|\.map$|\.ts$/.test(f) && !f.endsWith('.d.ts'))).toEqual([]);
     // A published package of a few hundred kB: the prebuild (about 250 kB unstripped) is most of it.
     process.stderr.write(`npm pack: ${tarball.files.length} files, ${tarball.size} bytes packed, ${tarball.unpackedSize} unpacked\n`);
     expect(tarball.size).toBeLessThan(1 << 20);

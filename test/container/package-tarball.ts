@@ -1,7 +1,7 @@
 // `npm pack` of this tree as a release makes it (prepack: prebuildify; prepare: tsc), in a staging copy so the
 // tree's own build/ and dist/ are left alone while other tests load them.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
@@ -30,7 +30,10 @@ export function packTarball(destination: string): PackedTarball {
   const sources = manifest.files.filter((entry) => !entry.startsWith('!') && !/^(dist|prebuilds)\//.test(entry));
   const staging = mkdtempSync(path.join(tmpdir(), 'ipc-ckpt-pack-'));
   try {
-    for (const entry of [...BUILD_INPUTS, ...sources]) cpSync(path.join(repositoryRoot, entry), path.join(staging, entry), { recursive: true });
+    for (const entry of [...BUILD_INPUTS, ...sources]) {
+      mkdirSync(path.dirname(path.join(staging, entry)), { recursive: true });
+      cpSync(path.join(repositoryRoot, entry), path.join(staging, entry), { recursive: true });
+    }
     symlinkSync(path.join(repositoryRoot, 'node_modules'), path.join(staging, 'node_modules'));
     const output = execFileSync('npm', ['pack', '--json', '--pack-destination', destination], {
       cwd: staging,
