@@ -8,6 +8,7 @@ import { runCli, CliResult } from '../support/cli';
 import { dumpNamespace, msgqTool } from '../support/msgq-tool';
 import { TestNamespace } from '../support/namespace';
 import { populateSample } from '../support/sample-namespace';
+import type { CheckResult, InspectReport, RestorePlan, RestoreSummary, SaveSummary, VerifyResult } from '../../lib';
 
 jest.setTimeout(60_000);
 
@@ -58,6 +59,23 @@ afterAll(async () => {
 });
 
 const image = () => path.join(workdir, 'sample.img');
+
+/** Every field of a result type, checked by the compiler (npm run typecheck): a field added to the type must be added here. */
+type FieldsOf<T> = Record<keyof T, true>;
+const API_FIELDS: Record<Exclude<DocumentKind, 'error'>, Record<string, true>> = {
+  save: { queues: true, messages: true, messageBytes: true, imageBytes: true, seconds: true, retries: true, secondWaits: true, msgmaxRaised: true, digest: true } satisfies FieldsOf<SaveSummary>,
+  restore: { plan: true, dryRun: true, queues: true, messages: true, messageBytes: true, seconds: true, notRestored: true } satisfies FieldsOf<RestoreSummary>,
+  verify: { equal: true, differences: true, queues: true, messages: true, skippedFields: true } satisfies FieldsOf<VerifyResult>,
+  check: { canSave: true, canRestore: true, findings: true } satisfies FieldsOf<CheckResult>,
+  inspect: { format: true, kernel: true, arch: true, time: true, uflags: true, limits: true, totals: true, queues: true, integrity: true } satisfies FieldsOf<InspectReport>,
+};
+const PLAN_FIELDS: FieldsOf<RestorePlan> = { target: true, queues: true, during: true, final: true, conflicts: true, beyondLimits: true };
+
+test('the documented schema has exactly the fields of the API result types', () => {
+  const defs = (schema as unknown as { $defs: Record<string, { properties: Record<string, { properties?: Record<string, unknown> }> }> }).$defs;
+  for (const [kind, fields] of Object.entries(API_FIELDS)) expect([kind, Object.keys(defs[kind].properties).sort()]).toEqual([kind, Object.keys(fields).sort()]);
+  expect(Object.keys(defs.restore.properties.plan.properties ?? {}).sort()).toEqual(Object.keys(PLAN_FIELDS).sort());
+});
 
 describe('result documents', () => {
   let saved: Record<string, unknown>;
