@@ -1,10 +1,12 @@
 // What users get: the `npm pack` tarball, installed into a fresh folder of a container. Without a C/C++ compiler or
 // make, the prebuilt addon is what loads and `npx ipc-ckpt` checks, saves, restores and verifies; with the toolchain,
 // `npm install --build-from-source` compiles the addon from the packaged sources and that one loads instead.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { buildMsgqTool } from '../support/msgq-tool';
+import { recipeLeftovers, recipeResult, runRecipe } from './ci-recipe';
 import { buildBaseImage, Container, describeWithDocker } from './docker';
 import { packTarball, PackedTarball } from './package-tarball';
 
@@ -118,6 +120,22 @@ describe('the npm pack tarball', () => {
       ok(shell(consumer, `${ALLOW_INSTALL_SCRIPT} && npm_config_nodedir=/usr npm install --no-audit --no-fund --build-from-source ${tgz()}`), 'npm install --build-from-source');
       expect(loadedAddon(consumer)).toBe('/app/node_modules/ipc-ckpt/build/Release/ipc_ckpt.node');
       roundTrip(consumer);
+    });
+
+    it("on the host, the CI job of docs/CONTAINERS.md as written: the installed package's scripts/ci-recipe.sh with npx ipc-ckpt", () => {
+      const project = path.join(workdir, 'ci-job');
+      mkdirSync(project);
+      execFileSync('sh', ['-c', `${ALLOW_INSTALL_SCRIPT} && npm install --no-audit --no-fund ${tarball.file}`], { cwd: project, stdio: ['ignore', 'ignore', 'pipe'] });
+      const out = path.join(project, 'ipc-ckpt-results');
+      // IPC_CKPT unset: the recipe's default, `npx ipc-ckpt`, which finds the installed package.
+      const run = runRecipe({ script: 'node_modules/ipc-ckpt/scripts/ci-recipe.sh', cwd: project, env: { IPC_CKPT: undefined, IPC_CKPT_ADDON: undefined, OUT: out } });
+      if (run.status !== 0) throw new Error(`ci-recipe.sh exited ${run.status}:\n${run.stdout}\n${run.stderr}`);
+      expect(run.stdout).toMatch(/^OK 7 queues$/m);
+      const saved = recipeResult(out, 'save', 'save');
+      expect(saved.queues).toBe(7);
+      expect(recipeResult(out, 'restore', 'restore')).toMatchObject({ queues: saved.queues, messages: saved.messages });
+      expect(recipeResult(out, 'verify', 'verify')).toMatchObject({ equal: true, queues: saved.queues, messages: saved.messages });
+      expect(recipeLeftovers()).toBe('');
     });
   });
 });
