@@ -226,6 +226,7 @@ export async function main(argv: string[]): Promise<number> {
     if (error.code !== 'EPIPE') throw error;
   });
   const program = buildProgram();
+  jsonStream = undefined;
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;

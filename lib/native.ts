@@ -166,6 +166,10 @@ export const ADDON_PATH_ENV = 'IPC_CKPT_ADDON';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const nodeGypBuild = require('node-gyp-build') as { resolve(packageRoot: string): string };
 
+/** How to get an addon where the prebuild does not fit (README "Install"). */
+const BUILD_FROM_SOURCE =
+  'build it with `npm rebuild --build-from-source ipc-ckpt` (needs g++, make and python3; npm 11 also needs `npm pkg set allowScripts.ipc-ckpt=true --json`)';
+
 let loaded: NativeBinding | undefined;
 
 /**
@@ -179,8 +183,7 @@ export function addonFile(packageRoot: string = PACKAGE_ROOT): string {
   try {
     return nodeGypBuild.resolve(packageRoot);
   } catch (error) {
-    throw new IpcCkptError('E_ADDON', `no ipc-ckpt addon fits this machine (${process.platform}-${process.arch}) and none was built: ` +
-      `reinstall with \`npm install --build-from-source --allow-scripts=ipc-ckpt ipc-ckpt\` (needs g++, make, python3), or set ${ADDON_PATH_ENV}`, { cause: error });
+    throw new IpcCkptError('E_ADDON', `no ipc-ckpt addon fits this machine (${process.platform}-${process.arch}) and none was built: ${BUILD_FROM_SOURCE}, or set ${ADDON_PATH_ENV}`, { cause: error });
   }
 }
 
@@ -193,7 +196,7 @@ export function loadNative(): NativeBinding {
       loaded = require(file) as NativeBinding;
     } catch (error) {
       // A prebuild needs glibc >= 2.34 and libstdc++ of GCC >= 12; an older system must build from source.
-      throw new IpcCkptError('E_ADDON', `cannot load the ipc-ckpt addon ${file}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new IpcCkptError('E_ADDON', `cannot load the ipc-ckpt addon ${file}: ${error instanceof Error ? error.message : String(error)}; ${BUILD_FROM_SOURCE}`, { cause: error });
     }
   }
   return loaded;
