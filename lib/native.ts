@@ -187,6 +187,11 @@ export function addonFile(packageRoot: string = PACKAGE_ROOT): string {
   }
 }
 
+/** dlopen's reason without require's stack of modules. */
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0];
+}
+
 /** Loads the addon once (see addonFile). */
 export function loadNative(): NativeBinding {
   if (!loaded) {
@@ -196,7 +201,7 @@ export function loadNative(): NativeBinding {
       loaded = require(file) as NativeBinding;
     } catch (error) {
       // A prebuild needs glibc >= 2.34 and libstdc++ of GCC >= 12; an older system must build from source.
-      throw new IpcCkptError('E_ADDON', `cannot load the ipc-ckpt addon ${file}: ${error instanceof Error ? error.message : String(error)}; ${BUILD_FROM_SOURCE}`, { cause: error });
+      throw new IpcCkptError('E_ADDON', `cannot load the ipc-ckpt addon ${file}: ${firstLine(error)}; ${BUILD_FROM_SOURCE}`, { cause: error });
     }
   }
   return loaded;

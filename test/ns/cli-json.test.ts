@@ -184,6 +184,12 @@ describe('failures with --json', () => {
     }
   });
 
+  it('an addon that cannot load: exit 1, E_ADDON saying how to build one', () => {
+    const result = runCli(['save', '--ns', source.path, '-o', path.join(workdir, 'never.img'), '--json'], { env: { IPC_CKPT_ADDON: path.join(workdir, 'missing.node') } });
+    expect(result.status).toBe(1);
+    expect(documentOf('error', result.stdout)).toMatchObject({ error: { code: 'E_ADDON', message: expect.stringMatching(/cannot load the ipc-ckpt addon .*missing\.node: Cannot find module [^\n]*--build-from-source/) } });
+  });
+
   it('a usage error stays exit 2 with no document', () => {
     const result = runCli(['save', '-t', 'not-a-pid', '-o', path.join(workdir, 'x.img'), '--json']);
     expect(result.status).toBe(2);
