@@ -108,7 +108,7 @@ export function buildProgram(): Command {
       .description('save every message queue of an IPC namespace into an image (non-destructive: uses MSG_COPY)')
       .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal)", '-')
       .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
-      .option('--strict-v16', 'refuse what the v16 layout cannot hold (message types beyond 2^31-1) instead of widening the record')
+      .option('--strict-v16', 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, and write host ids without the id-mapping record')
       .option('-q, --quiet', 'no progress bar and no summary line')
       .option('--json', 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)'),
   ).action(async (flags: TargetFlags & { output: string; freeze?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
@@ -138,7 +138,7 @@ export function buildProgram(): Command {
       .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
       .option('--dry-run', 'validate the image, print the plan, change nothing')
       .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
-      .option('--strict-v16', 'refuse images that use the widened message record')
+      .option('--strict-v16', 'refuse images that use the widened message record or the id-mapping record')
       .option('-q, --quiet', 'no progress bar and no summary line')
       .option('--json', 'the summary (with the plan) as one JSON document on stdout'),
   ).action(async (flags: TargetFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
