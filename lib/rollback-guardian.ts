@@ -15,6 +15,9 @@ export interface GuardedWriteOptions {
   writeAsGid?: number;
 }
 
+/** The name issue 11 used for the same options. */
+export type FileRestoreOptions = GuardedWriteOptions;
+
 export interface GuardianOptions {
   /** The namespace lock's file descriptor: the guardian keeps it open, so the lock outlives us until the rollback is over. */
   lockFd?: number;
