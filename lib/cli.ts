@@ -283,7 +283,8 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
   } catch (error) {
     if (error instanceof IpcCkptError && error.code === 'E_INTERRUPTED' && interruption.received) {
-      process.stderr.write(`ipc-ckpt: ${error.message}\n`);
+      if (jsonStream) writeJson(jsonStream, errorDocument(error));
+      if (jsonStream !== process.stderr) process.stderr.write(`ipc-ckpt: ${error.message}\n`);
       return 128 + osConstants.signals[interruption.received];
     }
     if (error instanceof CommanderError) {
