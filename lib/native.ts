@@ -90,6 +90,71 @@ export interface SetQueueRequest {
   qbytes: number;
 }
 
+/** One queue of a createQueues batch: explicit creator and owner ids (already in the namespace's own view). */
+export interface NewQueueRequest {
+  key: number;
+  /** The exact id wanted: written to msg_next_id just before msgget. */
+  id: number;
+  /** Permission bits, given to msgget and to IPC_SET. */
+  mode: number;
+  /** Creator ids: msgget runs with these effective ids on the namespace thread only. */
+  cuid: number;
+  cgid: number;
+  /** Owner ids and qbytes, set by IPC_SET right after the msgget. */
+  uid: number;
+  gid: number;
+  qbytes: number;
+}
+
+/** A call of a batch that failed, as plain fields (the batch itself resolves). */
+export interface BatchFailure extends NativeErrorFields {
+  /** The index of the request it failed on. */
+  index: number;
+}
+
+/** What one createQueues batch did; it stops at its first failure. */
+export interface CreatedQueues {
+  /** Ids of the queues this batch made that exist now, in request order: exactly what a rollback removes. */
+  created: number[];
+  /** Set when a request failed: requests after failure.index were not tried. */
+  failure?: BatchFailure & {
+    /** The failed request's queue was made (its IPC_SET failed) and is in `created`; else nothing of it exists. */
+    queueCreated: boolean;
+  };
+}
+
+/** One queue of a copyQueues batch. */
+export interface QueueCopyRequest {
+  id: number;
+  /** Copies at most this many messages (pass qnum + 1: the ENOMSG after the last one proves the tail). */
+  maxCount: number;
+  /** Stops before this queue's packed bytes would exceed this. */
+  maxBytes: number;
+  /** The starting MSG_COPY buffer size (grows on E2BIG up to msgmax). */
+  bufferSize: number;
+}
+
+/** One queue's part of a copyQueues batch: IPC_STAT, MSG_COPY of messages 0, 1, ..., IPC_STAT, on the same thread. */
+export interface CopiedQueue {
+  /** Its packed messages are data.subarray(offset, offset + length). */
+  offset: number;
+  length: number;
+  count: number;
+  /** True when the queue had no message at index count (ENOMSG). */
+  end: boolean;
+  bufferSize: number;
+  /** Absent when error is set. statAfter is the very object statBefore when every field is equal. */
+  statBefore?: QueueStat;
+  statAfter?: QueueStat;
+  /** A call failed for this queue (removed meanwhile, a message above msgmax, ...); its part is empty. */
+  error?: NativeErrorFields;
+}
+
+export interface CopiedQueues {
+  data: Buffer;
+  queues: CopiedQueue[];
+}
+
 /** Findings of the kernel and privilege probe behind `ipc-ckpt check`. */
 export interface NamespaceProbe {
   /** msgrcv(MSG_COPY) is compiled in (CONFIG_CHECKPOINT_RESTORE): errno of the probe, 0 = available. */
@@ -131,6 +196,19 @@ export interface NativeNamespace {
   sendMessages(id: number, packed: Buffer, count: number): Promise<number>;
   /** IPC_RMID. */
   removeQueue(id: number): Promise<void>;
+  /**
+   * For each request in order: msg_next_id = id, msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid, the id
+   * check (a queue made at another id is removed again), IPC_SET of uid/gid/mode/qbytes. Resolves, also on a
+   * failure, with exactly which queues it made; stops at the first failure.
+   */
+  createQueues(requests: NewQueueRequest[]): Promise<CreatedQueues>;
+  /** For each request: IPC_STAT, MSG_COPY of messages 0, 1, ..., IPC_STAT; a failing queue does not stop the batch. */
+  copyQueues(requests: QueueCopyRequest[]): Promise<CopiedQueues>;
+  /**
+   * msgsnd(IPC_NOWAIT) of counts[i] packed messages to queue ids[i], for each i in order, from one packed buffer.
+   * On failure the error also carries `sent` (in all) and `queueIndex`.
+   */
+  sendQueueMessages(ids: number[], counts: number[], packed: Buffer): Promise<number>;
   probe(): Promise<NamespaceProbe>;
   /** Ends the thread (joined before this resolves). Further calls reject with code 'E_INTERNAL'. */
   close(): Promise<void>;
@@ -145,8 +223,10 @@ export interface NativeErrorFields {
   /** The failing system call, e.g. 'msgget', 'setns', 'open'. */
   syscall: string;
   message: string;
-  /** sendMessages only: messages sent before the failing one. */
+  /** sendMessages / sendQueueMessages only: messages sent before the failing one. */
   sent?: number;
+  /** sendQueueMessages only: the index of the queue whose message failed. */
+  queueIndex?: number;
 }
 
 export interface NativeBinding {

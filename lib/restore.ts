@@ -8,7 +8,7 @@ import { INT32_MAX, IPCMNI } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
-import { MsgSysctlName, IpcSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
+import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
@@ -148,10 +148,50 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
 }
 
 /** Where tests make a restore fail midway: IPC_CKPT_TEST_FAULT=after-queue:N fails once N queues exist. */
-function injectedFault(queuesCreated: number): void {
+function injectedFaultAt(): number | undefined {
   const fault = /^after-queue:(\d+)$/.exec(process.env.IPC_CKPT_TEST_FAULT ?? '');
-  if (fault && queuesCreated === Number(fault[1])) {
-    throw new IpcCkptError('E_INTERNAL', `injected fault after ${queuesCreated} queue(s) (IPC_CKPT_TEST_FAULT)`);
+  return fault ? Number(fault[1]) : undefined;
+}
+
+/** Queues per createQueues crossing (and per guardian registration line). */
+const CREATE_BATCH_QUEUES = 2048;
+/** Packed bytes per sendQueueMessages crossing; a decoded batch at least this large is sent on its own. */
+const SEND_BATCH_BYTES = 1 << 20;
+
+function newQueueRequest(queue: ImageQueue): NewQueueRequest {
+  const { record } = queue;
+  return { key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid, uid: record.uid, gid: record.gid, qbytes: sendingQbytes(queue) };
+}
+
+function corruptBetweenPasses(source: ImageSource): IpcCkptError {
+  return new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+}
+
+/** Messages of several queues gathered into one packed buffer, so many small queues cost one crossing. */
+class SendBatch {
+  readonly ids: number[] = [];
+  readonly counts: number[] = [];
+  private buffer = Buffer.allocUnsafe(SEND_BATCH_BYTES);
+  bytes = 0;
+  bodyBytes = 0;
+
+  add(id: number, packed: Buffer, count: number): void {
+    if (this.ids[this.ids.length - 1] === id) this.counts[this.counts.length - 1] += count;
+    else {
+      this.ids.push(id);
+      this.counts.push(count);
+    }
+    packed.copy(this.buffer, this.bytes);
+    this.bytes += packed.length;
+    this.bodyBytes += packed.length - count * PACKED_MESSAGE_HEADER_BYTES;
+  }
+
+  fits(packed: Buffer): boolean {
+    return this.bytes + packed.length <= this.buffer.length;
+  }
+
+  get packed(): Buffer {
+    return this.buffer.subarray(0, this.bytes);
   }
 }
 
@@ -180,58 +220,110 @@ class RestoreRun {
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
     for (const change of plan.during) await this.setSysctl(change);
-    const total = { queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0) };
+    this.report(image, 0);
+    await this.createQueues(image);
+    await this.sendMessages(image, source);
+    for (const queue of image.queues) await this.finishQueue(queue);
+    for (const change of plan.final) await this.setSysctl(change);
+    await this.checkCreated(image);
+  }
+
+  private report(image: ImageSummary, queuesDone: number): void {
+    this.options.onProgress?.({ queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0), queuesDone, messagesDone: this.messages });
+  }
+
+  /**
+   * Every queue of the image, in batches of one crossing each. The guardian learns batch k+1 while batch k
+   * is created, and each batch before its own msgget; what a failed batch did not make is forgotten again.
+   */
+  private async createQueues(image: ImageSummary): Promise<void> {
+    const faultAt = injectedFaultAt();
+    const batches: ImageQueue[][] = [];
+    for (let start = 0; start < image.queues.length; ) {
+      // An injected fault ends a batch where it strikes, so it fails with exactly that many queues made.
+      const size = faultAt !== undefined && faultAt > start ? Math.min(CREATE_BATCH_QUEUES, faultAt - start) : CREATE_BATCH_QUEUES;
+      batches.push(image.queues.slice(start, start + size));
+      start += size;
+    }
+    const register = (batch: ImageQueue[] | undefined) => (batch ? this.guardian.registerQueues(batch.map((q) => ({ id: q.record.id, key: q.record.key }))) : undefined);
+    let registered = register(batches[0]);
+    for (let b = 0; b < batches.length; b++) {
+      const batch = batches[b];
+      await registered;
+      const next = register(batches[b + 1]);
+      registered = next;
+      let result;
+      try {
+        result = await this.ns.createQueues(batch.map(newQueueRequest));
+      } catch (error) {
+        // Not a per-queue failure: the batch did not run. Nothing of it, nor of the next batch, is ours.
+        await next?.catch(() => undefined);
+        await this.guardian.forgetQueues([...batch, ...(batches[b + 1] ?? [])].map((q) => q.record.id)).catch(() => undefined);
+        throw error;
+      }
+      this.created.push(...result.created);
+      if (result.failure) {
+        const made = new Set(result.created);
+        const notMade = batch.filter((q) => !made.has(q.record.id)).map((q) => q.record.id);
+        await next;
+        await this.guardian.forgetQueues([...notMade, ...(batches[b + 1] ?? []).map((q) => q.record.id)]);
+        const { code, errno, syscall, message } = result.failure;
+        throw new IpcCkptError(code, message, { errno, syscall });
+      }
+      if (faultAt !== undefined && this.created.length === faultAt) {
+        await next;
+        await this.guardian.forgetQueues((batches[b + 1] ?? []).map((q) => q.record.id));
+        throw new IpcCkptError('E_INTERNAL', `injected fault after ${faultAt} queue(s) (IPC_CKPT_TEST_FAULT)`);
+      }
+      // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+    }
+  }
+
+  /** The validated image's messages, read again; small queues' messages share a crossing. */
+  private async sendMessages(image: ImageSummary, source: ImageSource): Promise<void> {
     let index = -1;
-    let queue: ImageQueue | undefined;
+    let queueId = -1;
     // One batch is sent on the namespace thread while the next one is decoded (the addon copies it on the call).
     let sending: Promise<void> | undefined;
-    const sent = async (bodyBytes: number, call: Promise<number>) => {
+    let batch = new SendBatch();
+    const send = async (bodyBytes: number, call: Promise<number>) => {
       this.messages += await call;
       this.messageBytes += bodyBytes;
-      this.options.onProgress?.({ ...total, queuesDone: index, messagesDone: this.messages });
+      this.report(image, Math.max(0, index));
+    };
+    const flush = async () => {
+      if (batch.ids.length === 0) return;
+      await sending;
+      sending = send(batch.bodyBytes, this.ns.sendQueueMessages(batch.ids, batch.counts, batch.packed));
+      batch = new SendBatch();
     };
     try {
       for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
         if (event.kind === 'queue') {
-          await sending;
-          sending = undefined;
-          if (queue) await this.finishQueue(queue);
-          queue = image.queues[++index];
-          await this.createQueue(queue, event.queue);
-        } else if (event.kind === 'messages' && queue) {
-          await sending;
-          const bodyBytes = event.packed.length - event.count * PACKED_MESSAGE_HEADER_BYTES;
-          sending = sent(bodyBytes, this.ns.sendMessages(queue.record.id, event.packed, event.count));
+          const queue = image.queues[++index];
+          if (!queue || queue.record.id !== event.queue.id) throw corruptBetweenPasses(source);
+          queueId = event.queue.id;
+        } else if (event.kind === 'messages' && index >= 0) {
+          if (event.packed.length * 4 >= SEND_BATCH_BYTES) {
+            await flush();
+            await sending;
+            const bodyBytes = event.packed.length - event.count * PACKED_MESSAGE_HEADER_BYTES;
+            sending = send(bodyBytes, this.ns.sendMessages(queueId, event.packed, event.count));
+          } else {
+            if (!batch.fits(event.packed)) await flush();
+            batch.add(queueId, event.packed, event.count);
+          }
         } else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) {
-          throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+          throw corruptBetweenPasses(source);
         }
       }
+      await flush();
       await sending;
     } catch (error) {
       await sending?.catch(() => undefined);
       throw error;
     }
-    if (queue) await this.finishQueue(queue);
-    if (index !== image.queues.length - 1) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
-    for (const change of plan.final) await this.setSysctl(change);
-    await this.checkCreated(image);
-  }
-
-  private async createQueue(queue: ImageQueue | undefined, record: QueueRecord): Promise<void> {
-    if (!queue || queue.record.id !== record.id) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
-    // Registered before msgget: a kill between the two must not leave the queue behind.
-    await this.guardian.registerQueue(record.id, record.key);
-    let id: number;
-    try {
-      id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid });
-    } catch (error) {
-      // Not ours (taken meanwhile, or removed by the addon on an id mismatch): the guardian must not remove it.
-      await this.guardian.forgetQueue(record.id);
-      throw error;
-    }
-    this.created.push(id);
-    injectedFault(this.created.length);
-    await this.ns.setQueue(id, { uid: record.uid, gid: record.gid, mode: record.mode, qbytes: sendingQbytes(queue) });
+    if (index !== image.queues.length - 1) throw corruptBetweenPasses(source);
   }
 
   private async finishQueue(queue: ImageQueue): Promise<void> {
@@ -241,10 +333,12 @@ class RestoreRun {
     }
   }
 
-  /** Every created queue holds what the image says, field by restorable field. */
+  /** Every created queue holds what the image says, field by restorable field (one listing of the target). */
   private async checkCreated(image: ImageSummary): Promise<void> {
+    const listed = new Map((await this.ns.listQueues()).map((q) => [q.id, q]));
     for (const { record, messages, messageBytes } of image.queues) {
-      const stat = await this.ns.statQueue(record.id);
+      const stat = listed.get(record.id);
+      if (!stat) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
       const expected = { key: record.key, uid: record.uid, gid: record.gid, cuid: record.cuid, cgid: record.cgid, mode: record.mode, qbytes: Number(record.qbytes), qnum: messages, cbytes: messageBytes };
       for (const [field, value] of Object.entries(expected)) {
         const got = stat[field as keyof QueueStat];
@@ -256,13 +350,19 @@ class RestoreRun {
   /** Removes what this restore created and puts every sysctl back, newest first. */
   async rollback(): Promise<string[]> {
     const problems: string[] = [];
+    const removed: number[] = [];
     for (const id of this.created.reverse()) {
       try {
         await this.ns.removeQueue(id);
-        await this.guardian.forgetQueue(id);
+        removed.push(id);
       } catch (error) {
         problems.push(`queue ${id}: ${(error as Error).message}`);
       }
+    }
+    try {
+      if (removed.length > 0) await this.guardian.forgetQueues(removed);
+    } catch (error) {
+      problems.push(`telling the rollback guardian: ${(error as Error).message}`);
     }
     problems.push(...(await this.sysctls.putBack()));
     return problems;

@@ -55,6 +55,8 @@ const DEFAULT_MAX_ATTEMPTS = 5;
 const DEFAULT_BATCH_BYTES = 1 << 20;
 /** Messages per native copy batch, besides the byte bound. */
 const BATCH_MESSAGES = 16384;
+/** Queues per copyQueues crossing, besides the byte bound. */
+const COPY_BATCH_QUEUES = 4096;
 /** The smallest MSG_COPY buffer worth passing. */
 const MIN_COPY_BUFFER = 64;
 /** Waits for the next second for one queue before a queue that changes every second fails the save. */
@@ -77,6 +79,7 @@ class QueueChanged extends Error {
 }
 
 function sameStat(a: QueueStat, b: QueueStat): boolean {
+  if (a === b) return true;
   return (
     a.id === b.id && a.key === b.key && a.uid === b.uid && a.gid === b.gid && a.cuid === b.cuid && a.cgid === b.cgid &&
     a.mode === b.mode && a.stime === b.stime && a.rtime === b.rtime && a.ctime === b.ctime && a.cbytes === b.cbytes &&
@@ -126,6 +129,16 @@ export function hostHeader(time: bigint): ImageHeader {
   return { kernelRelease: release, kernelVersion: os.version(), machine: os.machine(), major, minor, patch, archId: ARCH_X86_64, time, uflags: 0n };
 }
 
+/** A queue's packed size by its listed stat: what one batch must hold for it. */
+function listedPackedBytes(stat: QueueStat): number {
+  return stat.cbytes + stat.qnum * PACKED_MESSAGE_HEADER_BYTES;
+}
+
+/** The power of two at or above a queue's average message: the first MSG_COPY buffer worth passing. */
+function bufferSizeFor(stat: QueueStat): number {
+  return stat.qnum > 0 ? Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, stat.cbytes / stat.qnum)))) : MIN_COPY_BUFFER;
+}
+
 /** Offset just past the first packed message, and the message's bytes. */
 function firstPackedMessage(data: Buffer): Buffer {
   return data.subarray(0, PACKED_MESSAGE_HEADER_BYTES + data.readUInt32LE(8));
@@ -173,7 +186,7 @@ class SaveRun {
       await this.output.write(this.encoder.limits(limits));
       await this.output.write(this.encoder.msgSection(queues.length));
       try {
-        for (const listed of queues) await this.saveQueue(listed);
+        await this.saveQueues(queues);
         const after = (await this.ns.listQueues()).map((q) => q.id).join();
         if (after !== queues.map((q) => q.id).join()) throw new QueueChanged('queues were created or removed during the save');
       } catch (error) {
@@ -191,6 +204,67 @@ class SaveRun {
       await this.output.write(this.encoder.trailer(digest));
       return;
     }
+  }
+
+  /** Small queues go in batches of one crossing each; a queue too large for a batch, or one a batch could not certify, goes alone. */
+  private async saveQueues(queues: QueueStat[]): Promise<void> {
+    const batchBytes = this.options.batchBytes ?? DEFAULT_BATCH_BYTES;
+    for (let next = 0; next < queues.length; ) {
+      const batch: QueueStat[] = [];
+      let bytes = 0;
+      for (let i = next; i < queues.length && batch.length < COPY_BATCH_QUEUES; i++) {
+        const packed = listedPackedBytes(queues[i]);
+        if (queues[i].qnum >= BATCH_MESSAGES || (batch.length > 0 && bytes + packed > batchBytes) || packed > batchBytes) break;
+        batch.push(queues[i]);
+        bytes += packed;
+      }
+      if (batch.length === 0) {
+        await this.saveQueue(queues[next++]);
+      } else {
+        await this.saveBatch(batch);
+        next += batch.length;
+      }
+      // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+    }
+  }
+
+  /**
+   * One copyQueues crossing for many small queues. A queue's copy is kept only under the same rules as
+   * copyQueue's: its stat unchanged from before its first copy to after its last, no change within the
+   * second the batch began in, every message copied and none after (ENOMSG at qnum), bytes adding up.
+   * Anything else hands the queue to saveQueue, which copies it again on its own.
+   */
+  private async saveBatch(batch: QueueStat[]): Promise<void> {
+    const startSecond = BigInt(Math.floor(Date.now() / 1000));
+    const requests = batch.map((q) => ({ id: q.id, maxCount: q.qnum + 1, maxBytes: Math.max(1, listedPackedBytes(q)), bufferSize: Math.min(bufferSizeFor(q), this.currentMsgmax) }));
+    const copied = await this.ns.copyQueues(requests);
+    for (let k = 0; k < batch.length; k++) {
+      const part = copied.queues[k];
+      const stat = part.statBefore;
+      if (part.error || !stat || !part.statAfter) {
+        await this.saveQueue(batch[k]);
+        continue;
+      }
+      if (stat.stime >= startSecond || stat.rtime >= startSecond || stat.ctime >= startSecond) {
+        // saveQueue waits for the next second itself.
+        await this.saveQueue(batch[k]);
+        continue;
+      }
+      const data = copied.data.subarray(part.offset, part.offset + part.length);
+      if (!sameStat(stat, part.statAfter) || !part.end || part.count !== stat.qnum || packedBodyBytes(data, part.count) !== stat.cbytes) {
+        this.summary.retries++;
+        await this.saveQueue(batch[k]);
+        continue;
+      }
+      await this.output.write(this.encoder.queue(queueRecordFromStat(stat)));
+      if (part.count > 0) await this.output.write(this.encoder.messagesFromPacked(data, part.count));
+      this.summary.messages += part.count;
+      this.summary.messageBytes += stat.cbytes;
+      this.progress.messagesDone += part.count;
+      this.progress.queuesDone++;
+    }
+    await this.output.settle();
+    this.report();
   }
 
   private async saveQueue(listed: QueueStat): Promise<void> {
@@ -244,7 +318,7 @@ class SaveRun {
     if (stat.stime >= BigInt(startSecond) || stat.rtime >= BigInt(startSecond) || stat.ctime >= BigInt(startSecond)) {
       throw new QueueChanged('it changed within the second its copy began', (startSecond + 1) * 1000 + 5);
     }
-    if (stat.qnum > 0) this.copyBufferSize = Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, stat.cbytes / stat.qnum))));
+    if (stat.qnum > 0) this.copyBufferSize = bufferSizeFor(stat);
     await this.output.write(this.encoder.queue(queueRecordFromStat(stat)));
     let copied = 0;
     let copiedBytes = 0;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "namespace_target.h"
@@ -18,6 +19,22 @@ struct IpcSysctls {
   int64_t sem[4];
 };
 
+// One sysctl file kept open for many writes (msg_next_id before every msgget of a batch).
+class SysctlWriter {
+ public:
+  SysctlWriter(const std::string& path, const std::string& where);
+  ~SysctlWriter();
+  SysctlWriter(const SysctlWriter&) = delete;
+  SysctlWriter& operator=(const SysctlWriter&) = delete;
+  // Writes value at offset 0 (a sysctl takes each write whole); throws ErrnoError.
+  void Write(int64_t value) const;
+
+ private:
+  std::string path_;
+  std::string where_;
+  int fd_;
+};
+
 class KernelSysctls {
  public:
   explicit KernelSysctls(const NamespaceTarget& target) : target_(target) {}
@@ -31,6 +48,8 @@ class KernelSysctls {
   void ReadUnsigned(const std::string& name, uint64_t* values, size_t count) const;
   void Write(const std::string& name, int64_t value) const;
   IpcSysctls ReadLimits() const;
+  // Opens /proc/sys/kernel/<name> for several writes.
+  std::unique_ptr<SysctlWriter> OpenWriter(const std::string& name) const;
 
   // Opens msg_next_id for writing without writing: 0 when the session may set ids, else the errno.
   int NextIdWritableErrno() const;

@@ -55,27 +55,59 @@ std::string StringArgument(const Napi::CallbackInfo& info, size_t index, const s
   return text;
 }
 
-Napi::Object QueueStatToJs(Napi::Env env, const QueueStat& stat) {
-  Napi::Object object = Napi::Object::New(env);
-  object.Set("id", stat.id);
-  object.Set("index", stat.id % 32768);
-  object.Set("seq", stat.id / 32768);
-  object.Set("key", stat.key);
-  object.Set("uid", stat.uid);
-  object.Set("gid", stat.gid);
-  object.Set("cuid", stat.cuid);
-  object.Set("cgid", stat.cgid);
-  object.Set("mode", stat.mode);
-  object.Set("stime", Napi::BigInt::New(env, stat.stime));
-  object.Set("rtime", Napi::BigInt::New(env, stat.rtime));
-  object.Set("ctime", Napi::BigInt::New(env, stat.ctime));
-  object.Set("cbytes", static_cast<double>(stat.cbytes));
-  object.Set("qnum", static_cast<double>(stat.qnum));
-  object.Set("qbytes", static_cast<double>(stat.qbytes));
-  object.Set("lspid", stat.lspid);
-  object.Set("lrpid", stat.lrpid);
-  return object;
+// The property names of a QueueStat object, made once per result: tens of thousands of stats cross at once.
+class QueueStatWriter {
+ public:
+  explicit QueueStatWriter(Napi::Env env) : env_(env) {
+    for (size_t i = 0; i < kFields; i++) keys_[i] = Napi::String::New(env, kNames[i]);
+  }
+
+  // One napi_define_properties call per object, with the names above.
+  Napi::Object ToJs(const QueueStat& stat) const {
+    const napi_value values[kFields] = {
+        Napi::Number::New(env_, stat.id),
+        Napi::Number::New(env_, stat.id % 32768),
+        Napi::Number::New(env_, stat.id / 32768),
+        Napi::Number::New(env_, stat.key),
+        Napi::Number::New(env_, stat.uid),
+        Napi::Number::New(env_, stat.gid),
+        Napi::Number::New(env_, stat.cuid),
+        Napi::Number::New(env_, stat.cgid),
+        Napi::Number::New(env_, stat.mode),
+        Napi::BigInt::New(env_, stat.stime),
+        Napi::BigInt::New(env_, stat.rtime),
+        Napi::BigInt::New(env_, stat.ctime),
+        Napi::Number::New(env_, static_cast<double>(stat.cbytes)),
+        Napi::Number::New(env_, static_cast<double>(stat.qnum)),
+        Napi::Number::New(env_, static_cast<double>(stat.qbytes)),
+        Napi::Number::New(env_, stat.lspid),
+        Napi::Number::New(env_, stat.lrpid),
+    };
+    napi_property_descriptor descriptors[kFields];
+    for (size_t i = 0; i < kFields; i++) {
+      descriptors[i] = {nullptr, keys_[i], nullptr, nullptr, nullptr, values[i], napi_default_jsproperty, nullptr};
+    }
+    Napi::Object object = Napi::Object::New(env_);
+    NAPI_THROW_IF_FAILED(env_, napi_define_properties(env_, object, kFields, descriptors), Napi::Object());
+    return object;
+  }
+
+ private:
+  static constexpr size_t kFields = 17;
+  static constexpr const char* kNames[kFields] = {"id",    "index", "seq",   "key",    "uid",  "gid",
+                                                  "cuid",  "cgid",  "mode",  "stime",  "rtime", "ctime",
+                                                  "cbytes", "qnum", "qbytes", "lspid", "lrpid"};
+  Napi::Env env_;
+  napi_value keys_[kFields];
+};
+
+bool SameQueueStat(const QueueStat& a, const QueueStat& b) {
+  return a.id == b.id && a.key == b.key && a.uid == b.uid && a.gid == b.gid && a.cuid == b.cuid && a.cgid == b.cgid &&
+         a.mode == b.mode && a.stime == b.stime && a.rtime == b.rtime && a.ctime == b.ctime && a.cbytes == b.cbytes &&
+         a.qnum == b.qnum && a.qbytes == b.qbytes && a.lspid == b.lspid && a.lrpid == b.lrpid;
 }
+
+Napi::Object QueueStatToJs(Napi::Env env, const QueueStat& stat) { return QueueStatWriter(env).ToJs(stat); }
 
 Napi::Value PackedBytesToJs(Napi::Env env, PackedBatch& packed) {
   const size_t size = packed.size();
@@ -83,6 +115,21 @@ Napi::Value PackedBytesToJs(Napi::Env env, PackedBatch& packed) {
   if (bytes == nullptr) return Napi::Buffer<uint8_t>::New(env, 0);
   // The Buffer takes the batch's memory as it is: no copy, freed when JS lets go of it.
   return Napi::Buffer<uint8_t>::New(env, bytes, size, [](Napi::Env, uint8_t* data) { free(data); });
+}
+
+// A per-queue failure inside a batch's result: the fields of a native rejection, as plain data.
+Napi::Object ErrorFieldsToJs(Napi::Env env, const ErrnoError& error) {
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("code", error.code());
+  object.Set("errno", error.errnum());
+  object.Set("syscall", error.syscall());
+  object.Set("message", error.what());
+  return object;
+}
+
+Napi::Array ArrayArgument(const Napi::CallbackInfo& info, size_t index, const std::string& what) {
+  if (!info[index].IsArray()) throw ArgumentError(info.Env(), what + " must be an array");
+  return info[index].As<Napi::Array>();
 }
 
 NamespaceThread::ResultBuilder Undefined() {
@@ -104,6 +151,9 @@ void NamespaceSession::Register(Napi::Env env) {
           InstanceMethod<&NamespaceSession::SetQueue>("setQueue"),
           InstanceMethod<&NamespaceSession::SendMessages>("sendMessages"),
           InstanceMethod<&NamespaceSession::RemoveQueue>("removeQueue"),
+          InstanceMethod<&NamespaceSession::CreateQueues>("createQueues"),
+          InstanceMethod<&NamespaceSession::CopyQueues>("copyQueues"),
+          InstanceMethod<&NamespaceSession::SendQueueMessages>("sendQueueMessages"),
           InstanceMethod<&NamespaceSession::Probe>("probe"),
           InstanceMethod<&NamespaceSession::Close>("close"),
       });
@@ -179,7 +229,8 @@ Napi::Value NamespaceSession::ListQueues(const Napi::CallbackInfo& info) {
       auto queues = std::make_shared<std::vector<QueueStat>>(calls->ListQueues());
       return [queues](Napi::Env env) -> Napi::Value {
         Napi::Array array = Napi::Array::New(env, queues->size());
-        for (size_t index = 0; index < queues->size(); index++) array.Set(index, QueueStatToJs(env, (*queues)[index]));
+        const QueueStatWriter stats(env);
+        for (size_t index = 0; index < queues->size(); index++) array.Set(index, stats.ToJs((*queues)[index]));
         return array;
       };
     };
@@ -321,6 +372,122 @@ Napi::Value NamespaceSession::RemoveQueue(const Napi::CallbackInfo& info) {
     return [calls, id]() -> NamespaceThread::ResultBuilder {
       calls->RemoveQueue(id);
       return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::CreateQueues(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const Napi::Array requests = ArrayArgument(info, 0, "createQueues: requests");
+    std::vector<NewQueue> queues(requests.Length());
+    for (uint32_t index = 0; index < requests.Length(); index++) {
+      const Napi::Value request = requests.Get(index);
+      const std::string what = "createQueues: requests[" + std::to_string(index) + "]";
+      NewQueue& queue = queues[index];
+      queue.create.key = static_cast<uint32_t>(IntegerField(env, request, "key", what, 0, kMaxUint32));
+      queue.create.id =
+          static_cast<int32_t>(IntegerField(env, request, "id", what, 0, std::numeric_limits<int32_t>::max()));
+      queue.create.mode = static_cast<uint32_t>(IntegerField(env, request, "mode", what, 0, 0777));
+      queue.create.cuid = static_cast<uid_t>(IntegerField(env, request, "cuid", what, 0, kMaxOwnerId));
+      queue.create.cgid = static_cast<gid_t>(IntegerField(env, request, "cgid", what, 0, kMaxOwnerId));
+      queue.set.uid = static_cast<uid_t>(IntegerField(env, request, "uid", what, 0, kMaxOwnerId));
+      queue.set.gid = static_cast<gid_t>(IntegerField(env, request, "gid", what, 0, kMaxOwnerId));
+      queue.set.mode = queue.create.mode;
+      queue.set.qbytes = static_cast<uint64_t>(IntegerField(env, request, "qbytes", what, 0, kMaxSafeInteger));
+    }
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, queues = std::move(queues)]() -> NamespaceThread::ResultBuilder {
+      auto result = std::make_shared<CreatedQueues>(calls->CreateQueues(queues));
+      return [result](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        Napi::Array created = Napi::Array::New(env, result->created.size());
+        for (size_t i = 0; i < result->created.size(); i++) created.Set(i, result->created[i]);
+        object.Set("created", created);
+        if (result->failure) {
+          Napi::Object failure = ErrorFieldsToJs(env, *result->failure);
+          failure.Set("index", static_cast<double>(result->failedIndex));
+          failure.Set("queueCreated", result->failedQueueCreated);
+          object.Set("failure", failure);
+        }
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::CopyQueues(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const Napi::Array array = ArrayArgument(info, 0, "copyQueues: requests");
+    std::vector<QueueCopyRequest> requests(array.Length());
+    for (uint32_t index = 0; index < array.Length(); index++) {
+      const Napi::Value request = array.Get(index);
+      const std::string what = "copyQueues: requests[" + std::to_string(index) + "]";
+      requests[index].id =
+          static_cast<int32_t>(IntegerField(env, request, "id", what, 0, std::numeric_limits<int32_t>::max()));
+      requests[index].maxCount = static_cast<uint32_t>(IntegerField(env, request, "maxCount", what, 0, kMaxUint32));
+      requests[index].maxBytes = static_cast<size_t>(IntegerField(env, request, "maxBytes", what, 1, kMaxSafeInteger));
+      requests[index].bufferSize =
+          static_cast<size_t>(IntegerField(env, request, "bufferSize", what, 0, kMaxSafeInteger));
+    }
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, requests = std::move(requests)]() -> NamespaceThread::ResultBuilder {
+      std::shared_ptr<CopiedQueues> batch = calls->CopyQueues(requests);
+      return [batch](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        Napi::Array queues = Napi::Array::New(env, batch->queues.size());
+        const QueueStatWriter stats(env);
+        for (size_t i = 0; i < batch->queues.size(); i++) {
+          const CopiedQueue& copied = batch->queues[i];
+          Napi::Object queue = Napi::Object::New(env);
+          queue.Set("offset", static_cast<double>(copied.offset));
+          queue.Set("length", static_cast<double>(copied.length));
+          queue.Set("count", copied.count);
+          queue.Set("end", copied.end);
+          queue.Set("bufferSize", static_cast<double>(copied.bufferSize));
+          if (copied.error) {
+            queue.Set("error", ErrorFieldsToJs(env, *copied.error));
+          } else {
+            Napi::Object before = stats.ToJs(copied.statBefore);
+            queue.Set("statBefore", before);
+            // Most queues do not change during their copy: one object for both spares a conversion.
+            queue.Set("statAfter", SameQueueStat(copied.statBefore, copied.statAfter) ? before : stats.ToJs(copied.statAfter));
+          }
+          queues.Set(i, queue);
+        }
+        object.Set("data", PackedBytesToJs(env, batch->data));
+        object.Set("queues", queues);
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::SendQueueMessages(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const Napi::Array idArray = ArrayArgument(info, 0, "sendQueueMessages: ids");
+    const Napi::Array countArray = ArrayArgument(info, 1, "sendQueueMessages: counts");
+    if (idArray.Length() != countArray.Length()) throw ArgumentError(env, "sendQueueMessages: ids and counts differ in length");
+    if (!info[2].IsBuffer()) throw ArgumentError(env, "sendQueueMessages: packed must be a Buffer");
+    std::vector<int32_t> ids(idArray.Length());
+    std::vector<uint32_t> counts(idArray.Length());
+    double total = 0;
+    for (uint32_t i = 0; i < idArray.Length(); i++) {
+      ids[i] = static_cast<int32_t>(IntegerValue(env, idArray.Get(i), "sendQueueMessages: ids[" + std::to_string(i) + "]",
+                                                 0, std::numeric_limits<int32_t>::max()));
+      counts[i] = static_cast<uint32_t>(IntegerValue(env, countArray.Get(i),
+                                                     "sendQueueMessages: counts[" + std::to_string(i) + "]", 0, kMaxUint32));
+      total += counts[i];
+    }
+    if (total > kMaxUint32) throw ArgumentError(env, "sendQueueMessages: more than 2^32-1 messages");
+    Napi::Buffer<uint8_t> packed = info[2].As<Napi::Buffer<uint8_t>>();
+    const std::string problem = PackedBatch::Validate(packed.Data(), packed.Length(), static_cast<uint32_t>(total));
+    if (!problem.empty()) throw ArgumentError(env, "sendQueueMessages: packed buffer: " + problem);
+    // One copy per batch: the session thread never reads memory that JS owns and may reuse or detach.
+    auto bytes = std::make_shared<std::vector<uint8_t>>(packed.Data(), packed.Data() + packed.Length());
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, ids = std::move(ids), counts = std::move(counts), bytes]() -> NamespaceThread::ResultBuilder {
+      const uint32_t sent = calls->SendQueueMessages(ids, counts, bytes->data());
+      return [sent](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, sent); };
     };
   });
 }

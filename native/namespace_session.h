@@ -38,6 +38,9 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value SetQueue(const Napi::CallbackInfo& info);
   Napi::Value SendMessages(const Napi::CallbackInfo& info);
   Napi::Value RemoveQueue(const Napi::CallbackInfo& info);
+  Napi::Value CreateQueues(const Napi::CallbackInfo& info);
+  Napi::Value CopyQueues(const Napi::CallbackInfo& info);
+  Napi::Value SendQueueMessages(const Napi::CallbackInfo& info);
   Napi::Value Probe(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
