@@ -38,6 +38,8 @@ export interface ImageSummary {
   limits: NamespaceLimits;
   queues: ImageQueue[];
   digest: string;
+  /** The messages, ready to send, when they were small enough to keep from the validating pass (no second read). */
+  messages?: SendBatch[];
 }
 
 export interface SysctlChange {
@@ -73,10 +75,30 @@ function sendingQbytes(queue: ImageQueue): number {
   return Math.max(Number(queue.record.qbytes), queue.messageBytes, queue.messages);
 }
 
-/** Reads the whole image once, checking everything (integrity record included), keeping only the queue list. */
+/** Message bytes a restore keeps from its validating pass instead of reading the image a second time. */
+const KEEP_MESSAGE_BYTES = 32 << 20;
+
+/**
+ * Reads the whole image once, checking everything (integrity record included), keeping the queue list,
+ * and the messages too while they add up to at most KEEP_MESSAGE_BYTES.
+ */
 export async function summarizeImage(source: ImageSource, strictV16 = false): Promise<ImageSummary> {
-  const verified = await verifyImage(source.read(), { strictV16 });
+  let kept: SendBatch[] | undefined = [];
+  let keptBytes = 0;
+  const keep = (queueIndex: number, packed: Buffer, count: number) => {
+    if (!kept) return;
+    keptBytes += packed.length;
+    if (keptBytes > KEEP_MESSAGE_BYTES) {
+      kept = undefined;
+      return;
+    }
+    let last = kept[kept.length - 1];
+    if (!last || !last.fits(packed)) kept.push((last = new SendBatch()));
+    last.add(queueIndex, packed, count);
+  };
+  const verified = await verifyImage(source.read(), { strictV16 }, keep);
   return {
+    messages: kept,
     header: verified.header,
     limits: verified.limits,
     // The decoder checked that q_qnum and q_cbytes match the messages that follow.
@@ -169,25 +191,36 @@ function corruptBetweenPasses(source: ImageSource): IpcCkptError {
 
 /** Messages of several queues gathered into one packed buffer, so many small queues cost one crossing. */
 class SendBatch {
-  readonly ids: number[] = [];
+  /** Indexes into ImageSummary.queues, one per run of messages. */
+  readonly queueIndexes: number[] = [];
   readonly counts: number[] = [];
-  private buffer = Buffer.allocUnsafe(SEND_BATCH_BYTES);
+  private buffer = Buffer.allocUnsafe(0);
   bytes = 0;
   bodyBytes = 0;
 
-  add(id: number, packed: Buffer, count: number): void {
-    if (this.ids[this.ids.length - 1] === id) this.counts[this.counts.length - 1] += count;
+  add(queueIndex: number, packed: Buffer, count: number): void {
+    if (this.queueIndexes[this.queueIndexes.length - 1] === queueIndex) this.counts[this.counts.length - 1] += count;
     else {
-      this.ids.push(id);
+      this.queueIndexes.push(queueIndex);
       this.counts.push(count);
+    }
+    if (this.bytes + packed.length > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.bytes + packed.length, Math.min(SEND_BATCH_BYTES, this.buffer.length * 2 || 64 << 10)));
+      this.buffer.copy(grown, 0, 0, this.bytes);
+      this.buffer = grown;
     }
     packed.copy(this.buffer, this.bytes);
     this.bytes += packed.length;
     this.bodyBytes += packed.length - count * PACKED_MESSAGE_HEADER_BYTES;
   }
 
+  get empty(): boolean {
+    return this.queueIndexes.length === 0;
+  }
+
+  /** An empty batch takes anything; else up to SEND_BATCH_BYTES in all. */
   fits(packed: Buffer): boolean {
-    return this.bytes + packed.length <= this.buffer.length;
+    return this.empty || this.bytes + packed.length <= SEND_BATCH_BYTES;
   }
 
   get packed(): Buffer {
@@ -279,8 +312,23 @@ class RestoreRun {
     }
   }
 
-  /** The validated image's messages, read again; small queues' messages share a crossing. */
+  /** Sends one gathered batch; resolves once it is in. */
+  private async sendBatch(image: ImageSummary, batch: SendBatch): Promise<void> {
+    const ids = batch.queueIndexes.map((index) => image.queues[index].record.id);
+    this.messages += await this.ns.sendQueueMessages(ids, batch.counts, batch.packed);
+    this.messageBytes += batch.bodyBytes;
+    this.report(image, batch.queueIndexes[batch.queueIndexes.length - 1]);
+  }
+
+  /** The validated image's messages: kept from the validating pass, or read again; small queues' messages share a crossing. */
   private async sendMessages(image: ImageSummary, source: ImageSource): Promise<void> {
+    if (image.messages) {
+      for (const batch of image.messages) {
+        await this.sendBatch(image, batch);
+        // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+      }
+      return;
+    }
     let index = -1;
     let queueId = -1;
     // One batch is sent on the namespace thread while the next one is decoded (the addon copies it on the call).
@@ -292,9 +340,9 @@ class RestoreRun {
       this.report(image, Math.max(0, index));
     };
     const flush = async () => {
-      if (batch.ids.length === 0) return;
+      if (batch.empty) return;
       await sending;
-      sending = send(batch.bodyBytes, this.ns.sendQueueMessages(batch.ids, batch.counts, batch.packed));
+      sending = this.sendBatch(image, batch);
       batch = new SendBatch();
     };
     try {
@@ -311,7 +359,7 @@ class RestoreRun {
             sending = send(bodyBytes, this.ns.sendMessages(queueId, event.packed, event.count));
           } else {
             if (!batch.fits(event.packed)) await flush();
-            batch.add(queueId, event.packed, event.count);
+            batch.add(index, event.packed, event.count);
           }
         } else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) {
           throw corruptBetweenPasses(source);
@@ -339,11 +387,18 @@ class RestoreRun {
     for (const { record, messages, messageBytes } of image.queues) {
       const stat = listed.get(record.id);
       if (!stat) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
-      const expected = { key: record.key, uid: record.uid, gid: record.gid, cuid: record.cuid, cgid: record.cgid, mode: record.mode, qbytes: Number(record.qbytes), qnum: messages, cbytes: messageBytes };
-      for (const [field, value] of Object.entries(expected)) {
-        const got = stat[field as keyof QueueStat];
-        if (got !== value) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} has ${field} ${String(got)}, the image says ${value}`);
-      }
+      // Compared field by field without building an object per queue: tens of thousands of queues are checked.
+      const wrong =
+        stat.key !== record.key ? ['key', stat.key, record.key] :
+        stat.uid !== record.uid ? ['uid', stat.uid, record.uid] :
+        stat.gid !== record.gid ? ['gid', stat.gid, record.gid] :
+        stat.cuid !== record.cuid ? ['cuid', stat.cuid, record.cuid] :
+        stat.cgid !== record.cgid ? ['cgid', stat.cgid, record.cgid] :
+        stat.mode !== record.mode ? ['mode', stat.mode, record.mode] :
+        stat.qbytes !== Number(record.qbytes) ? ['qbytes', stat.qbytes, Number(record.qbytes)] :
+        stat.qnum !== messages ? ['qnum', stat.qnum, messages] :
+        stat.cbytes !== messageBytes ? ['cbytes', stat.cbytes, messageBytes] : undefined;
+      if (wrong) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} has ${wrong[0]} ${wrong[1]}, the image says ${wrong[2]}`);
     }
   }
 

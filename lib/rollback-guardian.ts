@@ -6,9 +6,10 @@ import { IpcCkptError } from './errors';
 import type { MsgSysctlName } from './native';
 import type { ResolvedTarget } from './target';
 
-// Reads "file VALUE PATH" / "queue ID KEY" / "queues ID KEY ID KEY ..." / "forget ID ..." registrations and
-// acks each; "done" ends it quietly; EOF (we died) removes the queues and writes every registered file back,
-// newest first. A batch line is kept whole until EOF: splitting it per queue would cost on every restore.
+// Reads "file VALUE PATH" / "queue ID KEY" / "queues N" + N bytes "ID KEY ID KEY ...\n" / "forget ID ..."
+// registrations and acks each; "done" ends it quietly; EOF (we died) removes the queues and writes every
+// registered file back, newest first. A batch is read by head -c in one go (sh's read takes a byte per
+// system call) and kept whole until EOF.
 const GUARDIAN_SCRIPT = `
 trap '' INT TERM HUP PIPE
 files=''
@@ -21,7 +22,7 @@ while read -r verb value rest; do
   case "$verb" in
     file) n=$((n+1)); eval "value_$n=\\$value; path_$n=\\$rest"; files="$n $files" ;;
     queue) queues="$value $queues"; eval "key_$value=\\$rest" ;;
-    queues) b=$((b+1)); eval "batch_$b=\\"\\$value \\$rest\\""; batches="$b $batches" ;;
+    queues) b=$((b+1)); chunk=$(head -c "$value"); eval "batch_$b=\\$chunk"; batches="$b $batches" ;;
     forget) forgotten="$forgotten$value $rest " ;;
     done) exit 0 ;;
   esac
@@ -100,7 +101,9 @@ export class RollbackGuardian {
   /** One line and one ack for a batch: call before the batch's msgget; call it for the next batch before awaiting this one's create. */
   registerQueues(queues: Array<{ id: number; key: number }>): Promise<void> {
     if (queues.length === 0) return Promise.resolve();
-    return this.send(`queues ${queues.map((q) => `${Math.trunc(q.id)} 0x${(q.key >>> 0).toString(16).padStart(8, '0')}`).join(' ')}`);
+    const pairs = queues.map((q) => `${Math.trunc(q.id)} 0x${(q.key >>> 0).toString(16).padStart(8, '0')}`).join(' ');
+    // send() ends the payload with its newline, which head -c takes too.
+    return this.send(`queues ${pairs.length + 1}\n${pairs}`);
   }
 
   /** The queues were removed by us, or never made: the guardian must not touch them. */
