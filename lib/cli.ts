@@ -1,16 +1,14 @@
 // The ipc-ckpt command line. Exit codes: 0 success, 1 failure, 2 usage error. Images go to
 // stdout only when asked (-o -); progress, summaries and errors go to stderr.
 import { Command, CommanderError, Option } from 'commander';
-import { SingleBar, Presets } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { IpcCkptError } from './errors';
-import { check } from './check';
-import { formatInspectJson, formatInspectTable, inspect } from './inspect';
-import { openImageSource } from './image-input';
 import { PACKAGE_VERSION } from './package-info';
-import { restore, RestoreSummary } from './restore';
-import { save } from './save';
+import type { RestoreSummary } from './restore';
 import type { Target } from './target';
-import { verify } from './verify';
+
+// Each command loads only the modules it runs (`await import` is a require here): a save never
+// compiles restore, inspect, verify or check, and cli-progress loads only for a bar on a terminal.
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -56,6 +54,8 @@ function progressBar(label: string, quiet: boolean): { onProgress: ProgressCallb
   return {
     onProgress: (p) => {
       if (!bar && p.messagesTotal >= PROGRESS_MIN_MESSAGES) {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { SingleBar, Presets } = require('cli-progress') as typeof import('cli-progress');
         bar = new SingleBar({ stream: process.stderr, format: `${label} [{bar}] {percentage}% {value}/{total} messages, eta {eta}s`, hideCursor: true }, Presets.shades_classic);
         bar.start(p.messagesTotal, 0);
       }
@@ -97,6 +97,7 @@ export function buildProgram(): Command {
     if (flags.output === '-' && process.stdout.isTTY) {
       throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
     }
+    const { save } = await import('./save');
     const bar = progressBar('save', flags.quiet ?? false);
     try {
       const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, strictV16: flags.strictV16, onProgress: bar.onProgress });
@@ -122,6 +123,7 @@ export function buildProgram(): Command {
       .option('-q, --quiet', 'no progress bar and no summary line'),
   ).action(async (flags: TargetFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean }) => {
     if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
+    const { restore } = await import('./restore');
     const bar = progressBar('restore', flags.quiet ?? false);
     try {
       const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, onProgress: bar.onProgress });
@@ -146,6 +148,7 @@ export function buildProgram(): Command {
     .option('--messages', "add each message's type, size and body (base64 in JSON, a preview in the table)")
     .action(async (file: string, flags: { json?: boolean; messages?: boolean }) => {
       if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
+      const [{ openImageSource }, { formatInspectJson, formatInspectTable, inspect }] = await Promise.all([import('./image-input'), import('./inspect')]);
       const source = await openImageSource(file);
       try {
         const report = await inspect(source.read(), { messages: flags.messages });
@@ -162,6 +165,7 @@ export function buildProgram(): Command {
       .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
       .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni (after restore --keep-limits)'),
   ).action(async (flags: TargetFlags & { input: string; ignoreLimits?: boolean }) => {
+    const { verify } = await import('./verify');
     const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits });
     const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}`;
     if (result.equal) {
@@ -178,6 +182,7 @@ export function buildProgram(): Command {
       .description('say whether this kernel and these privileges can save and restore (exit 0 when both can)')
       .option('--json', 'the findings as JSON'),
   ).action(async (flags: TargetFlags & { json?: boolean }) => {
+    const { check } = await import('./check');
     const result = await check(targetOf(flags));
     if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     else {

@@ -1,7 +1,7 @@
 // Namespace limits changed for the duration of one operation and always put back: by putBack() on
 // every normal path, and by the rollback guardian if this process dies first.
 import type { MsgSysctlName, NativeNamespace } from './native';
-import { RollbackGuardian } from './rollback-guardian';
+import type { RollbackGuardian } from './rollback-guardian';
 import type { ResolvedTarget } from './target';
 
 export class RaisedSysctls {
@@ -13,9 +13,10 @@ export class RaisedSysctls {
     private readonly target: ResolvedTarget,
   ) {}
 
-  /** Started on first use: most saves change nothing and need no guardian. */
+  /** Started on first use: most saves change nothing and need no guardian (nor its module, loaded here). */
   get guardian(): RollbackGuardian {
-    this.guardianProcess ??= RollbackGuardian.start(this.target);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    this.guardianProcess ??= (require('./rollback-guardian') as typeof import('./rollback-guardian')).RollbackGuardian.start(this.target);
     return this.guardianProcess;
   }
 
