@@ -123,36 +123,61 @@ export interface CreatedQueues {
   };
 }
 
-/** One queue of a copyQueues batch. */
-export interface QueueCopyRequest {
-  id: number;
-  /** Copies at most this many messages (pass qnum + 1: the ENOMSG after the last one proves the tail). */
-  maxCount: number;
-  /** Stops before this queue's packed bytes would exceed this. */
-  maxBytes: number;
-  /** The starting MSG_COPY buffer size (grows on E2BIG up to msgmax). */
-  bufferSize: number;
+/**
+ * One queue of a copyQueues batch, packed per queue in this order (one float64 each): the queue id; at most
+ * maxCount messages (pass qnum + 1: the ENOMSG after the last one proves the tail); stop before the queue's
+ * packed bytes would exceed maxBytes; the starting MSG_COPY buffer size (it grows on E2BIG up to msgmax).
+ */
+export const COPY_REQUEST_FIELDS = ['id', 'maxCount', 'maxBytes', 'bufferSize'] as const;
+
+/**
+ * Queue stats packed for batches: per queue, these fields in this order, one float64 each (exact: every value
+ * stays below 2^53). Tens of thousands of stats cross as one array instead of as many objects.
+ */
+export const QUEUE_STAT_FIELDS = ['id', 'key', 'uid', 'gid', 'cuid', 'cgid', 'mode', 'stime', 'rtime', 'ctime', 'cbytes', 'qnum', 'qbytes', 'lspid', 'lrpid'] as const;
+export const QUEUE_STAT_DOUBLES = QUEUE_STAT_FIELDS.length;
+
+/** Stat number k of a packed array, as a QueueStat. */
+export function unpackQueueStat(stats: Float64Array, k: number): QueueStat {
+  const o = k * QUEUE_STAT_DOUBLES;
+  const id = stats[o];
+  return {
+    id,
+    index: id % 32768,
+    seq: Math.floor(id / 32768),
+    key: stats[o + 1],
+    uid: stats[o + 2],
+    gid: stats[o + 3],
+    cuid: stats[o + 4],
+    cgid: stats[o + 5],
+    mode: stats[o + 6],
+    stime: BigInt(stats[o + 7]),
+    rtime: BigInt(stats[o + 8]),
+    ctime: BigInt(stats[o + 9]),
+    cbytes: stats[o + 10],
+    qnum: stats[o + 11],
+    qbytes: stats[o + 12],
+    lspid: stats[o + 13],
+    lrpid: stats[o + 14],
+  };
 }
 
-/** One queue's part of a copyQueues batch: IPC_STAT, MSG_COPY of messages 0, 1, ..., IPC_STAT, on the same thread. */
-export interface CopiedQueue {
-  /** Its packed messages are data.subarray(offset, offset + length). */
-  offset: number;
-  length: number;
-  count: number;
-  /** True when the queue had no message at index count (ENOMSG). */
-  end: boolean;
-  bufferSize: number;
-  /** Absent when error is set. statAfter is the very object statBefore when every field is equal. */
-  statBefore?: QueueStat;
-  statAfter?: QueueStat;
-  /** A call failed for this queue (removed meanwhile, a message above msgmax, ...); its part is empty. */
-  error?: NativeErrorFields;
-}
+/** Per queue of a copyQueues batch: these fields, one float64 each. */
+export const COPIED_PART_FIELDS = ['offset', 'length', 'count', 'end', 'bufferSize'] as const;
 
+/**
+ * A copyQueues batch. Queue k: its packed messages are data[offset, offset + length) (parts[5k], parts[5k+1]),
+ * count messages (parts[5k+2]), end = 1 when the queue had no message at index count (ENOMSG, parts[5k+3]),
+ * the MSG_COPY buffer size it ended with (parts[5k+4]); its stats before its first copy and after its last,
+ * packed (QUEUE_STAT_FIELDS), unless errors names it: then its part is empty and its stats are zeros.
+ */
 export interface CopiedQueues {
   data: Buffer;
-  queues: CopiedQueue[];
+  parts: Float64Array;
+  statsBefore: Float64Array;
+  statsAfter: Float64Array;
+  /** Queues a call failed for (removed meanwhile, a message above msgmax, ...); the batch went on. */
+  errors: BatchFailure[];
 }
 
 /** Findings of the kernel and privilege probe behind `ipc-ckpt check`. */
@@ -174,6 +199,8 @@ export interface NativeNamespace {
   readonly path: string;
   /** MSG_INFO then MSG_STAT_ANY over every index up to the highest in use. */
   listQueues(): Promise<QueueStat[]>;
+  /** The same listing, packed (QUEUE_STAT_FIELDS): for namespaces of many queues. */
+  listQueueStats(): Promise<Float64Array>;
   /** IPC_STAT of one queue by full id. */
   statQueue(id: number): Promise<QueueStat>;
   /**
@@ -202,8 +229,8 @@ export interface NativeNamespace {
    * failure, with exactly which queues it made; stops at the first failure.
    */
   createQueues(requests: NewQueueRequest[]): Promise<CreatedQueues>;
-  /** For each request: IPC_STAT, MSG_COPY of messages 0, 1, ..., IPC_STAT; a failing queue does not stop the batch. */
-  copyQueues(requests: QueueCopyRequest[]): Promise<CopiedQueues>;
+  /** For each request: IPC_STAT, MSG_COPY of messages 0, 1, ..., IPC_STAT, on the same thread; a failing queue does not stop the batch. */
+  copyQueues(requests: Float64Array): Promise<CopiedQueues>;
   /**
    * msgsnd(IPC_NOWAIT) of counts[i] packed messages to queue ids[i], for each i in order, from one packed buffer.
    * On failure the error also carries `sent` (in all) and `queueIndex`.

@@ -8,7 +8,7 @@ import { INT32_MAX, IPCMNI } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
-import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
+import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, unpackQueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
@@ -383,10 +383,13 @@ class RestoreRun {
 
   /** Every created queue holds what the image says, field by restorable field (one listing of the target). */
   private async checkCreated(image: ImageSummary): Promise<void> {
-    const listed = new Map((await this.ns.listQueues()).map((q) => [q.id, q]));
+    const stats = await this.ns.listQueueStats();
+    const listed = new Map<number, number>();
+    for (let k = 0; k < stats.length / QUEUE_STAT_DOUBLES; k++) listed.set(stats[k * QUEUE_STAT_DOUBLES], k);
     for (const { record, messages, messageBytes } of image.queues) {
-      const stat = listed.get(record.id);
-      if (!stat) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
+      const k = listed.get(record.id);
+      if (k === undefined) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
+      const stat = unpackQueueStat(stats, k);
       // Compared field by field without building an object per queue: tens of thousands of queues are checked.
       const wrong =
         stat.key !== record.key ? ['key', stat.key, record.key] :

@@ -101,10 +101,24 @@ class QueueStatWriter {
   napi_value keys_[kFields];
 };
 
-bool SameQueueStat(const QueueStat& a, const QueueStat& b) {
-  return a.id == b.id && a.key == b.key && a.uid == b.uid && a.gid == b.gid && a.cuid == b.cuid && a.cgid == b.cgid &&
-         a.mode == b.mode && a.stime == b.stime && a.rtime == b.rtime && a.ctime == b.ctime && a.cbytes == b.cbytes &&
-         a.qnum == b.qnum && a.qbytes == b.qbytes && a.lspid == b.lspid && a.lrpid == b.lrpid;
+// Must match QUEUE_STAT_FIELDS in lib/native.ts (test/native checks it): one double per field, exact
+// (ids, counts and seconds all stay below 2^53).
+constexpr size_t kPackedStatFields = 15;
+
+void PackQueueStat(const QueueStat& stat, double* out) {
+  const double fields[kPackedStatFields] = {
+      static_cast<double>(stat.id),     static_cast<double>(stat.key),    static_cast<double>(stat.uid),
+      static_cast<double>(stat.gid),    static_cast<double>(stat.cuid),   static_cast<double>(stat.cgid),
+      static_cast<double>(stat.mode),   static_cast<double>(stat.stime),  static_cast<double>(stat.rtime),
+      static_cast<double>(stat.ctime),  static_cast<double>(stat.cbytes), static_cast<double>(stat.qnum),
+      static_cast<double>(stat.qbytes), static_cast<double>(stat.lspid),  static_cast<double>(stat.lrpid)};
+  memcpy(out, fields, sizeof(fields));
+}
+
+Napi::Float64Array PackedStatsToJs(Napi::Env env, const std::vector<QueueStat>& stats) {
+  Napi::Float64Array array = Napi::Float64Array::New(env, stats.size() * kPackedStatFields);
+  for (size_t i = 0; i < stats.size(); i++) PackQueueStat(stats[i], array.Data() + i * kPackedStatFields);
+  return array;
 }
 
 Napi::Object QueueStatToJs(Napi::Env env, const QueueStat& stat) { return QueueStatWriter(env).ToJs(stat); }
@@ -143,6 +157,7 @@ void NamespaceSession::Register(Napi::Env env) {
       env, "NativeNamespace",
       {
           InstanceMethod<&NamespaceSession::ListQueues>("listQueues"),
+          InstanceMethod<&NamespaceSession::ListQueueStats>("listQueueStats"),
           InstanceMethod<&NamespaceSession::StatQueue>("statQueue"),
           InstanceMethod<&NamespaceSession::CopyMessages>("copyMessages"),
           InstanceMethod<&NamespaceSession::ReadSysctls>("readSysctls"),
@@ -233,6 +248,16 @@ Napi::Value NamespaceSession::ListQueues(const Napi::CallbackInfo& info) {
         for (size_t index = 0; index < queues->size(); index++) array.Set(index, stats.ToJs((*queues)[index]));
         return array;
       };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::ListQueueStats(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const MsgQueueCalls* calls = &calls_;
+    return [calls]() -> NamespaceThread::ResultBuilder {
+      auto queues = std::make_shared<std::vector<QueueStat>>(calls->ListQueues());
+      return [queues](Napi::Env env) -> Napi::Value { return PackedStatsToJs(env, *queues); };
     };
   });
 }
@@ -417,45 +442,64 @@ Napi::Value NamespaceSession::CreateQueues(const Napi::CallbackInfo& info) {
 
 Napi::Value NamespaceSession::CopyQueues(const Napi::CallbackInfo& info) {
   return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
-    const Napi::Array array = ArrayArgument(info, 0, "copyQueues: requests");
-    std::vector<QueueCopyRequest> requests(array.Length());
-    for (uint32_t index = 0; index < array.Length(); index++) {
-      const Napi::Value request = array.Get(index);
-      const std::string what = "copyQueues: requests[" + std::to_string(index) + "]";
-      requests[index].id =
-          static_cast<int32_t>(IntegerField(env, request, "id", what, 0, std::numeric_limits<int32_t>::max()));
-      requests[index].maxCount = static_cast<uint32_t>(IntegerField(env, request, "maxCount", what, 0, kMaxUint32));
-      requests[index].maxBytes = static_cast<size_t>(IntegerField(env, request, "maxBytes", what, 1, kMaxSafeInteger));
-      requests[index].bufferSize =
-          static_cast<size_t>(IntegerField(env, request, "bufferSize", what, 0, kMaxSafeInteger));
+    // Packed like the results: COPY_REQUEST_FIELDS of lib/native.ts, one float64 each per queue.
+    constexpr size_t kRequestFields = 4;
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      throw ArgumentError(env, "copyQueues: requests must be a Float64Array");
+    }
+    const Napi::Float64Array packed = info[0].As<Napi::Float64Array>();
+    if (packed.ElementLength() % kRequestFields != 0) {
+      throw ArgumentError(env, "copyQueues: requests must hold 4 numbers per queue");
+    }
+    std::vector<QueueCopyRequest> requests(packed.ElementLength() / kRequestFields);
+    const auto field = [&](size_t index, size_t offset, const char* name, double min, double max) {
+      const double value = packed[index * kRequestFields + offset];
+      if (!std::isfinite(value) || std::floor(value) != value || value < min || value > max) {
+        throw ArgumentError(env, "copyQueues: requests[" + std::to_string(index) + "]." + name + " must be an integer from " +
+                                     std::to_string(static_cast<int64_t>(min)) + " to " +
+                                     std::to_string(static_cast<int64_t>(max)) + ", got " + std::to_string(value));
+      }
+      return value;
+    };
+    for (size_t index = 0; index < requests.size(); index++) {
+      requests[index].id = static_cast<int32_t>(field(index, 0, "id", 0, std::numeric_limits<int32_t>::max()));
+      requests[index].maxCount = static_cast<uint32_t>(field(index, 1, "maxCount", 0, kMaxUint32));
+      requests[index].maxBytes = static_cast<size_t>(field(index, 2, "maxBytes", 1, kMaxSafeInteger));
+      requests[index].bufferSize = static_cast<size_t>(field(index, 3, "bufferSize", 0, kMaxSafeInteger));
     }
     const MsgQueueCalls* calls = &calls_;
     return [calls, requests = std::move(requests)]() -> NamespaceThread::ResultBuilder {
       std::shared_ptr<CopiedQueues> batch = calls->CopyQueues(requests);
       return [batch](Napi::Env env) -> Napi::Value {
-        Napi::Object object = Napi::Object::New(env);
-        Napi::Array queues = Napi::Array::New(env, batch->queues.size());
-        const QueueStatWriter stats(env);
-        for (size_t i = 0; i < batch->queues.size(); i++) {
+        constexpr size_t kPartFields = 5;  // COPIED_PART_FIELDS in lib/native.ts
+        const size_t count = batch->queues.size();
+        Napi::Float64Array parts = Napi::Float64Array::New(env, count * kPartFields);
+        Napi::Float64Array before = Napi::Float64Array::New(env, count * kPackedStatFields);
+        Napi::Float64Array after = Napi::Float64Array::New(env, count * kPackedStatFields);
+        Napi::Array errors = Napi::Array::New(env);
+        for (size_t i = 0; i < count; i++) {
           const CopiedQueue& copied = batch->queues[i];
-          Napi::Object queue = Napi::Object::New(env);
-          queue.Set("offset", static_cast<double>(copied.offset));
-          queue.Set("length", static_cast<double>(copied.length));
-          queue.Set("count", copied.count);
-          queue.Set("end", copied.end);
-          queue.Set("bufferSize", static_cast<double>(copied.bufferSize));
+          double* part = parts.Data() + i * kPartFields;
+          part[0] = static_cast<double>(copied.offset);
+          part[1] = static_cast<double>(copied.length);
+          part[2] = copied.count;
+          part[3] = copied.end ? 1 : 0;
+          part[4] = static_cast<double>(copied.bufferSize);
           if (copied.error) {
-            queue.Set("error", ErrorFieldsToJs(env, *copied.error));
-          } else {
-            Napi::Object before = stats.ToJs(copied.statBefore);
-            queue.Set("statBefore", before);
-            // Most queues do not change during their copy: one object for both spares a conversion.
-            queue.Set("statAfter", SameQueueStat(copied.statBefore, copied.statAfter) ? before : stats.ToJs(copied.statAfter));
+            Napi::Object error = ErrorFieldsToJs(env, *copied.error);
+            error.Set("index", static_cast<double>(i));
+            errors.Set(errors.Length(), error);
+            continue;
           }
-          queues.Set(i, queue);
+          PackQueueStat(copied.statBefore, before.Data() + i * kPackedStatFields);
+          PackQueueStat(copied.statAfter, after.Data() + i * kPackedStatFields);
         }
+        Napi::Object object = Napi::Object::New(env);
         object.Set("data", PackedBytesToJs(env, batch->data));
-        object.Set("queues", queues);
+        object.Set("parts", parts);
+        object.Set("statsBefore", before);
+        object.Set("statsAfter", after);
+        object.Set("errors", errors);
         return object;
       };
     };

@@ -30,6 +30,7 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value RunJob(const Napi::CallbackInfo& info, Prepare prepare);
 
   Napi::Value ListQueues(const Napi::CallbackInfo& info);
+  Napi::Value ListQueueStats(const Napi::CallbackInfo& info);
   Napi::Value StatQueue(const Napi::CallbackInfo& info);
   Napi::Value CopyMessages(const Napi::CallbackInfo& info);
   Napi::Value ReadSysctls(const Napi::CallbackInfo& info);

@@ -1,6 +1,6 @@
 // The batch calls: many queues created, copied or sent to in one crossing, with exact per-queue results.
 import { randomBytes } from 'node:crypto';
-import { loadNative, NativeNamespace, NewQueueRequest } from '../../lib/native';
+import { COPIED_PART_FIELDS, CopiedQueues, loadNative, NativeNamespace, NewQueueRequest, QUEUE_STAT_DOUBLES, unpackQueueStat } from '../../lib/native';
 import { TestNamespace } from '../support/namespace';
 import { dumpNamespace, msgqTool } from '../support/msgq-tool';
 import { packBatch, TestMessage, unpackBatch } from './packed-batch';
@@ -11,8 +11,30 @@ function request(id: number, key: number, extra: Partial<NewQueueRequest> = {}):
   return { key, id, mode: 0o640, cuid: 0, cgid: 0, uid: 0, gid: 0, qbytes: 4096, ...extra };
 }
 
+/** copyQueues requests, packed (COPY_REQUEST_FIELDS). */
+function copyRequests(...queues: Array<{ id: number; maxCount: number; maxBytes: number; bufferSize: number }>): Float64Array {
+  return Float64Array.from(queues.flatMap((q) => [q.id, q.maxCount, q.maxBytes, q.bufferSize]));
+}
+
 function messages(count: number, size: number, firstType = 1): TestMessage[] {
   return Array.from({ length: count }, (_, i) => ({ type: BigInt(firstType + i), body: randomBytes(size) }));
+}
+
+/** Queue k of a copyQueues batch, read out of its packed arrays. */
+function part(copied: CopiedQueues, k: number) {
+  const [offset, length, count, end, bufferSize] = copied.parts.subarray(k * COPIED_PART_FIELDS.length, (k + 1) * COPIED_PART_FIELDS.length);
+  const error = copied.errors.find((e) => e.index === k);
+  return {
+    offset,
+    length,
+    count,
+    end: end === 1,
+    bufferSize,
+    error,
+    statBefore: error ? undefined : unpackQueueStat(copied.statsBefore, k),
+    statAfter: error ? undefined : unpackQueueStat(copied.statsAfter, k),
+    messages: unpackBatch(copied.data.subarray(offset, offset + length), count),
+  };
 }
 
 describe('native batches', () => {
@@ -90,16 +112,17 @@ describe('native batches', () => {
       const ids = (await ns.createQueues([request(1, 0x7001, { qbytes: 16384 }), request(2, 0x7002), request(3, 0x7003, { qbytes: 16384 })])).created;
       const sent = [messages(5, 100), [], messages(3, 2000, 10)];
       await ns.sendQueueMessages([ids[0], ids[2]], [5, 3], Buffer.concat([packBatch(sent[0]), packBatch(sent[2])]));
-      const copied = await ns.copyQueues(ids.map((id) => ({ id, maxCount: 100, maxBytes: 1 << 20, bufferSize: 64 })));
-      expect(copied.queues).toHaveLength(3);
-      copied.queues.forEach((part, k) => {
-        expect(part.error).toBeUndefined();
-        expect(part).toMatchObject({ count: sent[k].length, end: true });
-        expect(part.statBefore).toMatchObject({ id: ids[k], qnum: sent[k].length });
-        expect(part.statAfter).toEqual(part.statBefore);
-        const got = unpackBatch(copied.data.subarray(part.offset, part.offset + part.length), part.count);
-        expect(got).toEqual(sent[k]);
-      });
+      const copied = await ns.copyQueues(copyRequests(...ids.map((id) => ({ id, maxCount: 100, maxBytes: 1 << 20, bufferSize: 64 }))));
+      expect(copied.statsBefore).toHaveLength(3 * QUEUE_STAT_DOUBLES);
+      expect(copied.errors).toEqual([]);
+      for (let k = 0; k < 3; k++) {
+        const queue = part(copied, k);
+        expect(queue).toMatchObject({ count: sent[k].length, end: true });
+        // The packed stat is the queue's whole stat, field for field.
+        expect(queue.statBefore).toEqual(await ns.statQueue(ids[k]));
+        expect(queue.statAfter).toEqual(queue.statBefore);
+        expect(queue.messages).toEqual(sent[k]);
+      }
       // MSG_COPY leaves the queues as they were.
       expect((await ns.statQueue(ids[0])).qnum).toBe(5);
     });
@@ -108,9 +131,14 @@ describe('native batches', () => {
       const [id] = (await ns.createQueues([request(4, 0x7004, { qbytes: 16384 })])).created;
       const sent = messages(4, 3000);
       await ns.sendMessages(id, packBatch(sent), sent.length);
-      const [part] = (await ns.copyQueues([{ id, maxCount: 2, maxBytes: 1 << 20, bufferSize: 64 }])).queues;
-      expect(part).toMatchObject({ count: 2, end: false });
-      expect(part.bufferSize).toBeGreaterThanOrEqual(3000);
+      const queue = part(await ns.copyQueues(copyRequests({ id, maxCount: 2, maxBytes: 1 << 20, bufferSize: 64 })), 0);
+      expect(queue).toMatchObject({ count: 2, end: false });
+      expect(queue.bufferSize).toBeGreaterThanOrEqual(3000);
+    });
+
+    it('rejects requests that are not whole numbers in range, before any copy', async () => {
+      await expect(ns.copyQueues(Float64Array.from([1, 1, 0, 64]))).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('requests[0].maxBytes') });
+      await expect(ns.copyQueues(Float64Array.from([1, 1, 1]))).rejects.toMatchObject({ code: 'E_INTERNAL' });
     });
 
     it('reports a queue that does not exist or holds a message above msgmax, and goes on with the next', async () => {
@@ -120,17 +148,24 @@ describe('native batches', () => {
       await ns.sendMessages(ids[0], packBatch(big), 1);
       await ns.sendMessages(ids[1], packBatch(small), 2);
       msgqTool(target.path, 'sysctl', 'msgmax', 4096);
-      const copied = await ns.copyQueues([
-        { id: ids[0], maxCount: 10, maxBytes: 1 << 20, bufferSize: 64 },
-        { id: 999, maxCount: 10, maxBytes: 1 << 20, bufferSize: 64 },
-        { id: ids[1], maxCount: 10, maxBytes: 1 << 20, bufferSize: 64 },
-      ]);
-      expect(copied.queues[0]).toMatchObject({ count: 0, length: 0, error: { code: 'E2BIG', syscall: 'msgrcv' } });
-      expect(copied.queues[0].statBefore).toBeUndefined();
-      expect(copied.queues[1]).toMatchObject({ count: 0, length: 0, error: { code: 'EINVAL', syscall: 'msgctl' } });
-      expect(copied.queues[2]).toMatchObject({ count: 2, end: true });
-      expect(copied.queues[2].error).toBeUndefined();
-      expect(unpackBatch(copied.data.subarray(copied.queues[2].offset, copied.queues[2].offset + copied.queues[2].length), 2)).toEqual(small);
+      const copied = await ns.copyQueues(
+        copyRequests({ id: ids[0], maxCount: 10, maxBytes: 1 << 20, bufferSize: 64 }, { id: 999, maxCount: 10, maxBytes: 1 << 20, bufferSize: 64 }, { id: ids[1], maxCount: 10, maxBytes: 1 << 20, bufferSize: 64 }),
+      );
+      expect(copied.errors.map((e) => e.index)).toEqual([0, 1]);
+      expect(part(copied, 0)).toMatchObject({ count: 0, length: 0, error: { code: 'E2BIG', syscall: 'msgrcv' } });
+      expect(part(copied, 1)).toMatchObject({ count: 0, length: 0, error: { code: 'EINVAL', syscall: 'msgctl' } });
+      expect(part(copied, 2)).toMatchObject({ count: 2, end: true, error: undefined, messages: small });
+    });
+  });
+
+  describe('listQueueStats', () => {
+    it('packs the same stats listQueues returns, in the same order', async () => {
+      await ns.createQueues([request(3, 0x9003, { cuid: 5, cgid: 6, uid: 7, gid: 8 }), request(IDS_PER_SEQ + 1, 0xfffffffe)]);
+      await ns.sendMessages(3, packBatch(messages(2, 33)), 2);
+      const listed = await ns.listQueues();
+      const packed = await ns.listQueueStats();
+      expect(packed).toHaveLength(listed.length * QUEUE_STAT_DOUBLES);
+      expect(listed.map((_, k) => unpackQueueStat(packed, k))).toEqual(listed);
     });
   });
 
