@@ -90,7 +90,10 @@ export interface SetQueueRequest {
   qbytes: number;
 }
 
-/** One queue of a createQueues batch: explicit creator and owner ids (already in the namespace's own view). */
+/**
+ * One queue of a createQueues batch: explicit creator and owner ids, already in the namespace's own view
+ * (translate before packing). It crosses packed, NEW_QUEUE_FIELDS in this order (see packNewQueues).
+ */
 export interface NewQueueRequest {
   key: number;
   /** The exact id wanted: written to msg_next_id just before msgget. */
@@ -104,6 +107,15 @@ export interface NewQueueRequest {
   uid: number;
   gid: number;
   qbytes: number;
+}
+
+export const NEW_QUEUE_FIELDS = ['id', 'key', 'mode', 'cuid', 'cgid', 'uid', 'gid', 'qbytes'] as const;
+
+/** createQueues requests as the addon takes them: NEW_QUEUE_FIELDS per queue, one float64 each. */
+export function packNewQueues(requests: readonly NewQueueRequest[]): Float64Array {
+  const packed = new Float64Array(requests.length * NEW_QUEUE_FIELDS.length);
+  requests.forEach((r, k) => packed.set([r.id, r.key, r.mode, r.cuid, r.cgid, r.uid, r.gid, r.qbytes], k * NEW_QUEUE_FIELDS.length));
+  return packed;
 }
 
 /** A call of a batch that failed, as plain fields (the batch itself resolves). */
@@ -224,11 +236,11 @@ export interface NativeNamespace {
   /** IPC_RMID. */
   removeQueue(id: number): Promise<void>;
   /**
-   * For each request in order: msg_next_id = id, msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid, the id
+   * For each request in order (packed: packNewQueues): msg_next_id = id, msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid, the id
    * check (a queue made at another id is removed again), IPC_SET of uid/gid/mode/qbytes. Resolves, also on a
    * failure, with exactly which queues it made; stops at the first failure.
    */
-  createQueues(requests: NewQueueRequest[]): Promise<CreatedQueues>;
+  createQueues(requests: Float64Array): Promise<CreatedQueues>;
   /** For each request: IPC_STAT, MSG_COPY of messages 0, 1, ..., IPC_STAT, on the same thread; a failing queue does not stop the batch. */
   copyQueues(requests: Float64Array): Promise<CopiedQueues>;
   /**

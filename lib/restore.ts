@@ -8,7 +8,7 @@ import { INT32_MAX, IPCMNI } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
-import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, unpackQueueStat } from './native';
+import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, packNewQueues, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, unpackQueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
@@ -287,7 +287,7 @@ class RestoreRun {
       registered = next;
       let result;
       try {
-        result = await this.ns.createQueues(batch.map(newQueueRequest));
+        result = await this.ns.createQueues(packNewQueues(batch.map(newQueueRequest)));
       } catch (error) {
         // Not a per-queue failure: the batch did not run. Nothing of it, nor of the next batch, is ours.
         await next?.catch(() => undefined);

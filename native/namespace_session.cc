@@ -146,6 +146,42 @@ Napi::Array ArrayArgument(const Napi::CallbackInfo& info, size_t index, const st
   return info[index].As<Napi::Array>();
 }
 
+// Requests of a batch, packed: `fields` float64s per queue (the field lists in lib/native.ts).
+Napi::Float64Array Float64ArrayArgument(const Napi::CallbackInfo& info, size_t index, const std::string& what,
+                                        size_t fields) {
+  if (!info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw ArgumentError(info.Env(), what + " must be a Float64Array");
+  }
+  Napi::Float64Array array = info[index].As<Napi::Float64Array>();
+  if (array.ElementLength() % fields != 0) {
+    throw ArgumentError(info.Env(), what + " must hold " + std::to_string(fields) + " numbers per queue");
+  }
+  return array;
+}
+
+// One field of request `index` in a packed request array, checked to be an integer in [min, max].
+class PackedField {
+ public:
+  PackedField(Napi::Env env, const Napi::Float64Array& array, size_t fields, size_t index, const char* what)
+      : env_(env), values_(array.Data() + index * fields), index_(index), what_(what) {}
+
+  double operator()(size_t offset, const char* name, double min, double max) const {
+    const double value = values_[offset];
+    if (!std::isfinite(value) || std::floor(value) != value || value < min || value > max) {
+      throw ArgumentError(env_, std::string(what_) + "[" + std::to_string(index_) + "]." + name +
+                                    " must be an integer from " + std::to_string(static_cast<int64_t>(min)) + " to " +
+                                    std::to_string(static_cast<int64_t>(max)) + ", got " + std::to_string(value));
+    }
+    return value;
+  }
+
+ private:
+  Napi::Env env_;
+  const double* values_;
+  size_t index_;
+  const char* what_;
+};
+
 NamespaceThread::ResultBuilder Undefined() {
   return [](Napi::Env env) { return env.Undefined(); };
 }
@@ -403,22 +439,22 @@ Napi::Value NamespaceSession::RemoveQueue(const Napi::CallbackInfo& info) {
 
 Napi::Value NamespaceSession::CreateQueues(const Napi::CallbackInfo& info) {
   return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
-    const Napi::Array requests = ArrayArgument(info, 0, "createQueues: requests");
-    std::vector<NewQueue> queues(requests.Length());
-    for (uint32_t index = 0; index < requests.Length(); index++) {
-      const Napi::Value request = requests.Get(index);
-      const std::string what = "createQueues: requests[" + std::to_string(index) + "]";
+    // NEW_QUEUE_FIELDS of lib/native.ts, one float64 each per queue.
+    constexpr size_t kRequestFields = 8;
+    const Napi::Float64Array packed = Float64ArrayArgument(info, 0, "createQueues: requests", kRequestFields);
+    std::vector<NewQueue> queues(packed.ElementLength() / kRequestFields);
+    for (size_t index = 0; index < queues.size(); index++) {
+      const PackedField field(env, packed, kRequestFields, index, "createQueues: requests");
       NewQueue& queue = queues[index];
-      queue.create.key = static_cast<uint32_t>(IntegerField(env, request, "key", what, 0, kMaxUint32));
-      queue.create.id =
-          static_cast<int32_t>(IntegerField(env, request, "id", what, 0, std::numeric_limits<int32_t>::max()));
-      queue.create.mode = static_cast<uint32_t>(IntegerField(env, request, "mode", what, 0, 0777));
-      queue.create.cuid = static_cast<uid_t>(IntegerField(env, request, "cuid", what, 0, kMaxOwnerId));
-      queue.create.cgid = static_cast<gid_t>(IntegerField(env, request, "cgid", what, 0, kMaxOwnerId));
-      queue.set.uid = static_cast<uid_t>(IntegerField(env, request, "uid", what, 0, kMaxOwnerId));
-      queue.set.gid = static_cast<gid_t>(IntegerField(env, request, "gid", what, 0, kMaxOwnerId));
+      queue.create.id = static_cast<int32_t>(field(0, "id", 0, std::numeric_limits<int32_t>::max()));
+      queue.create.key = static_cast<uint32_t>(field(1, "key", 0, kMaxUint32));
+      queue.create.mode = static_cast<uint32_t>(field(2, "mode", 0, 0777));
+      queue.create.cuid = static_cast<uid_t>(field(3, "cuid", 0, kMaxOwnerId));
+      queue.create.cgid = static_cast<gid_t>(field(4, "cgid", 0, kMaxOwnerId));
+      queue.set.uid = static_cast<uid_t>(field(5, "uid", 0, kMaxOwnerId));
+      queue.set.gid = static_cast<gid_t>(field(6, "gid", 0, kMaxOwnerId));
       queue.set.mode = queue.create.mode;
-      queue.set.qbytes = static_cast<uint64_t>(IntegerField(env, request, "qbytes", what, 0, kMaxSafeInteger));
+      queue.set.qbytes = static_cast<uint64_t>(field(7, "qbytes", 0, kMaxSafeInteger));
     }
     const MsgQueueCalls* calls = &calls_;
     return [calls, queues = std::move(queues)]() -> NamespaceThread::ResultBuilder {
@@ -442,30 +478,16 @@ Napi::Value NamespaceSession::CreateQueues(const Napi::CallbackInfo& info) {
 
 Napi::Value NamespaceSession::CopyQueues(const Napi::CallbackInfo& info) {
   return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
-    // Packed like the results: COPY_REQUEST_FIELDS of lib/native.ts, one float64 each per queue.
+    // COPY_REQUEST_FIELDS of lib/native.ts, one float64 each per queue.
     constexpr size_t kRequestFields = 4;
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
-      throw ArgumentError(env, "copyQueues: requests must be a Float64Array");
-    }
-    const Napi::Float64Array packed = info[0].As<Napi::Float64Array>();
-    if (packed.ElementLength() % kRequestFields != 0) {
-      throw ArgumentError(env, "copyQueues: requests must hold 4 numbers per queue");
-    }
+    const Napi::Float64Array packed = Float64ArrayArgument(info, 0, "copyQueues: requests", kRequestFields);
     std::vector<QueueCopyRequest> requests(packed.ElementLength() / kRequestFields);
-    const auto field = [&](size_t index, size_t offset, const char* name, double min, double max) {
-      const double value = packed[index * kRequestFields + offset];
-      if (!std::isfinite(value) || std::floor(value) != value || value < min || value > max) {
-        throw ArgumentError(env, "copyQueues: requests[" + std::to_string(index) + "]." + name + " must be an integer from " +
-                                     std::to_string(static_cast<int64_t>(min)) + " to " +
-                                     std::to_string(static_cast<int64_t>(max)) + ", got " + std::to_string(value));
-      }
-      return value;
-    };
     for (size_t index = 0; index < requests.size(); index++) {
-      requests[index].id = static_cast<int32_t>(field(index, 0, "id", 0, std::numeric_limits<int32_t>::max()));
-      requests[index].maxCount = static_cast<uint32_t>(field(index, 1, "maxCount", 0, kMaxUint32));
-      requests[index].maxBytes = static_cast<size_t>(field(index, 2, "maxBytes", 1, kMaxSafeInteger));
-      requests[index].bufferSize = static_cast<size_t>(field(index, 3, "bufferSize", 0, kMaxSafeInteger));
+      const PackedField field(env, packed, kRequestFields, index, "copyQueues: requests");
+      requests[index].id = static_cast<int32_t>(field(0, "id", 0, std::numeric_limits<int32_t>::max()));
+      requests[index].maxCount = static_cast<uint32_t>(field(1, "maxCount", 0, kMaxUint32));
+      requests[index].maxBytes = static_cast<size_t>(field(2, "maxBytes", 1, kMaxSafeInteger));
+      requests[index].bufferSize = static_cast<size_t>(field(3, "bufferSize", 0, kMaxSafeInteger));
     }
     const MsgQueueCalls* calls = &calls_;
     return [calls, requests = std::move(requests)]() -> NamespaceThread::ResultBuilder {

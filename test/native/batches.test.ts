@@ -1,6 +1,6 @@
 // The batch calls: many queues created, copied or sent to in one crossing, with exact per-queue results.
 import { randomBytes } from 'node:crypto';
-import { COPIED_PART_FIELDS, CopiedQueues, loadNative, NativeNamespace, NewQueueRequest, QUEUE_STAT_DOUBLES, unpackQueueStat } from '../../lib/native';
+import { COPIED_PART_FIELDS, CopiedQueues, loadNative, NativeNamespace, NewQueueRequest, packNewQueues, QUEUE_STAT_DOUBLES, unpackQueueStat } from '../../lib/native';
 import { TestNamespace } from '../support/namespace';
 import { dumpNamespace, msgqTool } from '../support/msgq-tool';
 import { packBatch, TestMessage, unpackBatch } from './packed-batch';
@@ -58,7 +58,7 @@ describe('native batches', () => {
         request(3 * IDS_PER_SEQ + 5, 0x1002),
         request(2 * IDS_PER_SEQ + 9, 0, { cuid: 77, cgid: 0, uid: 78, gid: 79 }),
       ];
-      const result = await ns.createQueues(requests);
+      const result = await ns.createQueues(packNewQueues(requests));
       expect(result).toEqual({ created: requests.map((r) => r.id) });
       const dumped = dumpNamespace(target.path).queues;
       expect(dumped.map((q) => q.id).sort((a, b) => a - b)).toEqual(requests.map((r) => r.id).sort((a, b) => a - b));
@@ -69,7 +69,7 @@ describe('native batches', () => {
 
     it('stops at a key that exists: the queues before it are made and reported, nothing of it or after it', async () => {
       msgqTool(target.path, 'create', '0x2002', '600');
-      const result = await ns.createQueues([request(10, 0x2001), request(11, 0x2002), request(12, 0x2003)]);
+      const result = await ns.createQueues(packNewQueues([request(10, 0x2001), request(11, 0x2002), request(12, 0x2003)]));
       expect(result.created).toEqual([10]);
       expect(result.failure).toMatchObject({ index: 1, queueCreated: false, code: 'EEXIST', syscall: 'msgget', message: expect.stringContaining('key 0x2002 at id 11') });
       const keys = dumpNamespace(target.path).queues.map((q) => q.key).sort((a, b) => a - b);
@@ -78,7 +78,7 @@ describe('native batches', () => {
 
     it('reports a taken slot as E_ID_MISMATCH and removes the queue the kernel made elsewhere', async () => {
       const intruder = Number(msgqTool(target.path, 'create', '0x6666', '600', '--id', 21).trim());
-      const result = await ns.createQueues([request(20, 0x3001), request(21, 0x3002), request(22, 0x3003)]);
+      const result = await ns.createQueues(packNewQueues([request(20, 0x3001), request(21, 0x3002), request(22, 0x3003)]));
       expect(result.created).toEqual([20]);
       expect(result.failure).toMatchObject({ index: 1, queueCreated: false, code: 'E_ID_MISMATCH' });
       const now = dumpNamespace(target.path).queues.map((q) => [q.id, q.key]).sort((a, b) => a[0] - b[0]);
@@ -88,7 +88,7 @@ describe('native batches', () => {
     it('counts a queue whose IPC_SET failed as made: it exists and is in created', async () => {
       const msgmnb = Number(msgqTool(target.path, 'sysctl', 'msgmnb').trim());
       // qbytes above msgmnb needs CAP_SYS_RESOURCE, which the test's root lacks.
-      const result = await ns.createQueues([request(30, 0x4001), request(31, 0x4002, { qbytes: msgmnb + 1 }), request(32, 0x4003)]);
+      const result = await ns.createQueues(packNewQueues([request(30, 0x4001), request(31, 0x4002, { qbytes: msgmnb + 1 }), request(32, 0x4003)]));
       expect(result.created).toEqual([30, 31]);
       expect(result.failure).toMatchObject({ index: 1, queueCreated: true, code: 'EPERM', syscall: 'msgctl' });
       expect(dumpNamespace(target.path).queues.map((q) => q.id).sort((a, b) => a - b)).toEqual([30, 31]);
@@ -96,20 +96,20 @@ describe('native batches', () => {
 
     it('leaves msg_next_id unset after a failed msgget', async () => {
       msgqTool(target.path, 'create', '0x5002', '600');
-      const result = await ns.createQueues([request(40, 0x5002)]);
+      const result = await ns.createQueues(packNewQueues([request(40, 0x5002)]));
       expect(result).toMatchObject({ created: [], failure: { index: 0, code: 'EEXIST' } });
       expect(Number(msgqTool(target.path, 'sysctl', 'msg_next_id').trim())).toBe(-1);
     });
 
     it('rejects a malformed request before any system call', async () => {
-      await expect(ns.createQueues([request(50, 0x6001), { ...request(51, 0x6002), mode: 0o1000 }])).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('requests[1].mode') });
+      await expect(ns.createQueues(packNewQueues([request(50, 0x6001), { ...request(51, 0x6002), mode: 0o1000 }]))).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('requests[1].mode') });
       expect(dumpNamespace(target.path).queues).toEqual([]);
     });
   });
 
   describe('copyQueues', () => {
     it('stats and copies several queues in one call, each part at its offset, ENOMSG after the last message', async () => {
-      const ids = (await ns.createQueues([request(1, 0x7001, { qbytes: 16384 }), request(2, 0x7002), request(3, 0x7003, { qbytes: 16384 })])).created;
+      const ids = (await ns.createQueues(packNewQueues([request(1, 0x7001, { qbytes: 16384 }), request(2, 0x7002), request(3, 0x7003, { qbytes: 16384 })]))).created;
       const sent = [messages(5, 100), [], messages(3, 2000, 10)];
       await ns.sendQueueMessages([ids[0], ids[2]], [5, 3], Buffer.concat([packBatch(sent[0]), packBatch(sent[2])]));
       const copied = await ns.copyQueues(copyRequests(...ids.map((id) => ({ id, maxCount: 100, maxBytes: 1 << 20, bufferSize: 64 }))));
@@ -128,7 +128,7 @@ describe('native batches', () => {
     });
 
     it('stops a queue at maxCount without its end, and grows the copy buffer per queue', async () => {
-      const [id] = (await ns.createQueues([request(4, 0x7004, { qbytes: 16384 })])).created;
+      const [id] = (await ns.createQueues(packNewQueues([request(4, 0x7004, { qbytes: 16384 })]))).created;
       const sent = messages(4, 3000);
       await ns.sendMessages(id, packBatch(sent), sent.length);
       const queue = part(await ns.copyQueues(copyRequests({ id, maxCount: 2, maxBytes: 1 << 20, bufferSize: 64 })), 0);
@@ -142,7 +142,7 @@ describe('native batches', () => {
     });
 
     it('reports a queue that does not exist or holds a message above msgmax, and goes on with the next', async () => {
-      const ids = (await ns.createQueues([request(5, 0x7005, { qbytes: 16384 }), request(6, 0x7006)])).created;
+      const ids = (await ns.createQueues(packNewQueues([request(5, 0x7005, { qbytes: 16384 }), request(6, 0x7006)]))).created;
       const big = messages(1, 8000);
       const small = messages(2, 10);
       await ns.sendMessages(ids[0], packBatch(big), 1);
@@ -160,7 +160,7 @@ describe('native batches', () => {
 
   describe('listQueueStats', () => {
     it('packs the same stats listQueues returns, in the same order', async () => {
-      await ns.createQueues([request(3, 0x9003, { cuid: 5, cgid: 6, uid: 7, gid: 8 }), request(IDS_PER_SEQ + 1, 0xfffffffe)]);
+      await ns.createQueues(packNewQueues([request(3, 0x9003, { cuid: 5, cgid: 6, uid: 7, gid: 8 }), request(IDS_PER_SEQ + 1, 0xfffffffe)]));
       await ns.sendMessages(3, packBatch(messages(2, 33)), 2);
       const listed = await ns.listQueues();
       const packed = await ns.listQueueStats();
@@ -171,7 +171,7 @@ describe('native batches', () => {
 
   describe('sendQueueMessages', () => {
     it('sends each run of one packed buffer to its queue, in order', async () => {
-      const ids = (await ns.createQueues([request(1, 0x8001), request(2, 0x8002)])).created;
+      const ids = (await ns.createQueues(packNewQueues([request(1, 0x8001), request(2, 0x8002)]))).created;
       const runs = [messages(3, 50), messages(2, 70, 5)];
       const sent = await ns.sendQueueMessages(ids, [3, 2], Buffer.concat(runs.map(packBatch)));
       expect(sent).toBe(5);
@@ -181,14 +181,14 @@ describe('native batches', () => {
     });
 
     it('stops at a full queue and says how many went in, in all, and at which queue', async () => {
-      const ids = (await ns.createQueues([request(1, 0x8101), request(2, 0x8102, { qbytes: 100 })])).created;
+      const ids = (await ns.createQueues(packNewQueues([request(1, 0x8101), request(2, 0x8102, { qbytes: 100 })]))).created;
       const runs = [messages(2, 40), messages(3, 40, 3)];
       await expect(ns.sendQueueMessages(ids, [2, 3], Buffer.concat(runs.map(packBatch)))).rejects.toMatchObject({ code: 'EAGAIN', syscall: 'msgsnd', sent: 4, queueIndex: 1 });
       expect(await ns.statQueue(ids[1])).toMatchObject({ qnum: 2, cbytes: 80 });
     });
 
     it('rejects counts that do not match the packed buffer', async () => {
-      const ids = (await ns.createQueues([request(1, 0x8201)])).created;
+      const ids = (await ns.createQueues(packNewQueues([request(1, 0x8201)]))).created;
       await expect(ns.sendQueueMessages(ids, [3], packBatch(messages(2, 10)))).rejects.toMatchObject({ code: 'E_INTERNAL' });
       await expect(ns.sendQueueMessages(ids, [1, 1], packBatch(messages(2, 10)))).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('differ in length') });
     });
