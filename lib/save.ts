@@ -9,7 +9,7 @@ import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
 import { openNamespace } from './namespace';
-import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
+import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 
@@ -226,10 +226,15 @@ class SaveRun {
     }
   }
 
-  /** Small queues go in batches of one crossing each; a queue too large for a batch, or one a batch could not certify, goes alone. */
+  /**
+   * Small queues go in batches of one crossing each, the next batch copied while the current one is
+   * encoded and written; a queue too large for a batch, or one a batch could not certify, goes alone.
+   */
   private async saveQueues(queues: Float64Array): Promise<void> {
     const batchBytes = this.options.batchBytes ?? DEFAULT_BATCH_BYTES;
     const queueCount = queues.length / QUEUE_STAT_DOUBLES;
+    // [from, to): a batch when it holds more than a queue that is too large for one.
+    const ranges: Array<[number, number, boolean]> = [];
     for (let next = 0; next < queueCount; ) {
       let end = next;
       let bytes = 0;
@@ -239,23 +244,36 @@ class SaveRun {
         bytes += packed;
         end++;
       }
-      if (end === next) {
-        await this.saveQueue(unpackQueueStat(queues, next++));
-      } else {
-        await this.saveBatch(queues, next, end);
+      if (end === next) ranges.push([next, ++next, false]);
+      else {
+        ranges.push([next, end, true]);
         next = end;
       }
-      // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+    }
+    const copyRange = (r: number) => (r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1]) : undefined);
+    let prefetched = copyRange(0);
+    try {
+      for (let r = 0; r < ranges.length; r++) {
+        const [from, to, batched] = ranges[r];
+        const copied = prefetched;
+        prefetched = undefined;
+        if (!batched) {
+          await this.saveQueue(unpackQueueStat(queues, from));
+          prefetched = copyRange(r + 1);
+          continue;
+        }
+        const result = await copied!;
+        prefetched = copyRange(r + 1);
+        await this.saveBatch(queues, from, to, result);
+        // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+      }
+    } finally {
+      await prefetched?.catch(() => undefined);
     }
   }
 
-  /**
-   * One copyQueues crossing for the listed queues [from, to). A queue's copy is kept only under the same rules
-   * as copyQueue's: its stat unchanged from before its first copy to after its last, no change within the
-   * second the batch began in, every message copied and none after (ENOMSG at qnum), bytes adding up.
-   * Anything else hands the queue to saveQueue, which copies it again on its own.
-   */
-  private async saveBatch(listed: Float64Array, from: number, to: number): Promise<void> {
+  /** Starts one copyQueues crossing for the listed queues [from, to); resolves with it and the second it began in. */
+  private async copyQueueBatch(listed: Float64Array, from: number, to: number): Promise<{ copied: CopiedQueues; startSecond: number }> {
     const startSecond = Math.floor(Date.now() / 1000);
     const requests = new Float64Array((to - from) * COPY_REQUEST_FIELDS.length);
     for (let k = from; k < to; k++) {
@@ -267,7 +285,16 @@ class SaveRun {
       requests[request + 2] = Math.max(1, packedBytesAt(listed, k));
       requests[request + 3] = Math.min(bufferSizeFor(listed[stat + STAT_CBYTES], qnum), this.currentMsgmax);
     }
-    const copied = await this.ns.copyQueues(requests);
+    return { copied: await this.ns.copyQueues(requests), startSecond };
+  }
+
+  /**
+   * Keeps what one copyQueues crossing copied of the listed queues [from, to). A queue's copy is kept only
+   * under the same rules as copyQueue's: its stat unchanged from before its first copy to after its last, no
+   * change within the second the batch began in, every message copied and none after (ENOMSG at qnum), bytes
+   * adding up. Anything else hands the queue to saveQueue, which copies it again on its own.
+   */
+  private async saveBatch(listed: Float64Array, from: number, to: number, { copied, startSecond }: { copied: CopiedQueues; startSecond: number }): Promise<void> {
     const failed = new Set(copied.errors.map((e) => e.index));
     const { statsBefore: before, statsAfter: after, parts } = copied;
     for (let k = 0; k < to - from; k++) {
