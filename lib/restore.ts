@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 import { IpcCkptError } from './errors';
 import { decodeImage, verifyImage } from './image/decoder';
 import { INT32_MAX, IPCMNI } from './image/layout';
-import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
+import type { ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from './image/model';
+import { describeUnmapped, imageIdsToHost, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
 import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, packNewQueues, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, unpackQueueStat } from './native';
@@ -36,6 +37,8 @@ export interface ImageQueue {
 export interface ImageSummary {
   header: ImageHeader;
   limits: NamespaceLimits;
+  /** Present when the image's ids are namespace-relative (the id-mapping record). */
+  idMapping?: ImageIdMapping;
   queues: ImageQueue[];
   digest: string;
   /** The messages, ready to send, when they were small enough to keep from the validating pass (no second read). */
@@ -48,9 +51,18 @@ export interface SysctlChange {
   to: number;
 }
 
+/** A queue's owner and creator ids. */
+export interface QueueIds {
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+}
+
 export interface RestorePlan {
   target: string;
-  queues: Array<{ id: number; key: number; mode: number; uid: number; gid: number; cuid: number; cgid: number; qbytes: number; messages: number; messageBytes: number }>;
+  /** uid/gid/cuid/cgid as the image holds them (the namespace's own view); `host` as the kernel takes them. */
+  queues: Array<{ id: number; key: number; mode: number; uid: number; gid: number; cuid: number; cgid: number; host: QueueIds; qbytes: number; messages: number; messageBytes: number }>;
   /** Raised for the duration of the restore, then set to `final`. */
   during: SysctlChange[];
   /** The namespace's limits once restored. */
@@ -101,6 +113,7 @@ export async function summarizeImage(source: ImageSource, strictV16 = false): Pr
     messages: kept,
     header: verified.header,
     limits: verified.limits,
+    idMapping: verified.idMapping,
     // The decoder checked that q_qnum and q_cbytes match the messages that follow.
     queues: verified.queues.map(({ queue, largestMessageBytes }) => ({ record: queue, messages: Number(queue.qnum), messageBytes: Number(queue.cbytes), largestMessage: largestMessageBytes })),
     digest: verified.digest.toString('hex'),
@@ -113,9 +126,22 @@ function imageLimit(limits: NamespaceLimits, name: (typeof LIMIT_NAMES)[number])
   return name === 'msgmax' ? limits.msgCtlmax : name === 'msgmnb' ? limits.msgCtlmnb : limits.msgCtlmni;
 }
 
+/** The host ids a queue of the image is created and owned with in the target; unmapped ones are left as they are. */
+function hostIdsOf(record: QueueRecord, image: ImageSummary, ids: NamespaceIds) {
+  const { uid, gid, cuid, cgid } = record;
+  return imageIdsToHost(ids, { uid, gid, cuid, cgid }, image.idMapping);
+}
+
 /** Decides every change before the first one is made; conflicts are all found here. */
-export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: IpcSysctls, target: ResolvedTarget, keepLimits: boolean): RestorePlan {
+export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: IpcSysctls, target: ResolvedTarget, keepLimits: boolean, ids: NamespaceIds): RestorePlan {
   const conflicts: string[] = [];
+  for (const { record } of image.queues) {
+    const { unmapped } = hostIdsOf(record, image, ids);
+    if (unmapped.length > 0) {
+      const view = image.idMapping ? 'as the saved namespace saw them' : 'host ids: the image has no id-mapping record';
+      conflicts.push(`id ${record.id} (key 0x${record.key.toString(16).padStart(8, '0')}): ${describeUnmapped(unmapped)} (${view}) have no mapping in ${ids.describe()}, the owner of ${target.label}`);
+    }
+  }
   const byIndex = new Map(existing.map((q) => [q.index, q]));
   const byKey = new Map(existing.filter((q) => q.key !== 0).map((q) => [q.key, q]));
   for (const { record } of image.queues) {
@@ -158,6 +184,7 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
       gid: q.record.gid,
       cuid: q.record.cuid,
       cgid: q.record.cgid,
+      host: hostIdsOf(q.record, image, ids).ids,
       qbytes: Number(q.record.qbytes),
       messages: q.messages,
       messageBytes: q.messageBytes,
@@ -180,9 +207,10 @@ const CREATE_BATCH_QUEUES = 2048;
 /** Packed bytes per sendQueueMessages crossing; a decoded batch at least this large is sent on its own. */
 const SEND_BATCH_BYTES = 1 << 20;
 
-function newQueueRequest(queue: ImageQueue): NewQueueRequest {
+/** A queue's create request, with the creator and owner ids the plan translated for the target. */
+function newQueueRequest(queue: ImageQueue, host: QueueIds): NewQueueRequest {
   const { record } = queue;
-  return { key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid, uid: record.uid, gid: record.gid, qbytes: sendingQbytes(queue) };
+  return { key: record.key, id: record.id, mode: record.mode, cuid: host.cuid, cgid: host.cgid, uid: host.uid, gid: host.gid, qbytes: sendingQbytes(queue) };
 }
 
 function corruptBetweenPasses(source: ImageSource): IpcCkptError {
@@ -232,6 +260,7 @@ class SendBatch {
 class RestoreRun {
   private readonly created: number[] = [];
   readonly sysctls: RaisedSysctls;
+  private plan: RestorePlan | undefined;
   messages = 0;
   messageBytes = 0;
 
@@ -252,11 +281,12 @@ class RestoreRun {
   }
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
+    this.plan = plan;
     for (const change of plan.during) await this.setSysctl(change);
     this.report(image, 0);
     await this.createQueues(image);
     await this.sendMessages(image, source);
-    for (const queue of image.queues) await this.finishQueue(queue);
+    for (const [index, queue] of image.queues.entries()) await this.finishQueue(queue, this.hostIds(index));
     for (const change of plan.final) await this.setSysctl(change);
     await this.checkCreated(image);
   }
@@ -272,10 +302,13 @@ class RestoreRun {
   private async createQueues(image: ImageSummary): Promise<void> {
     const faultAt = injectedFaultAt();
     const batches: ImageQueue[][] = [];
+    const requests: NewQueueRequest[][] = [];
     for (let start = 0; start < image.queues.length; ) {
       // An injected fault ends a batch where it strikes, so it fails with exactly that many queues made.
       const size = faultAt !== undefined && faultAt > start ? Math.min(CREATE_BATCH_QUEUES, faultAt - start) : CREATE_BATCH_QUEUES;
-      batches.push(image.queues.slice(start, start + size));
+      const batch = image.queues.slice(start, start + size);
+      batches.push(batch);
+      requests.push(batch.map((queue, i) => newQueueRequest(queue, this.hostIds(start + i))));
       start += size;
     }
     const register = (batch: ImageQueue[] | undefined) => (batch ? this.guardian.registerQueues(batch.map((q) => ({ id: q.record.id, key: q.record.key }))) : undefined);
@@ -287,7 +320,7 @@ class RestoreRun {
       registered = next;
       let result;
       try {
-        result = await this.ns.createQueues(packNewQueues(batch.map(newQueueRequest)));
+        result = await this.ns.createQueues(packNewQueues(requests[b]));
       } catch (error) {
         // Not a per-queue failure: the batch did not run. Nothing of it, nor of the next batch, is ours.
         await next?.catch(() => undefined);
@@ -374,10 +407,17 @@ class RestoreRun {
     if (index !== image.queues.length - 1) throw corruptBetweenPasses(source);
   }
 
-  private async finishQueue(queue: ImageQueue): Promise<void> {
+  /** The plan's host ids of the index-th queue (translated and checked before any change). */
+  private hostIds(index: number): QueueIds {
+    const planned = this.plan?.queues[index];
+    if (!planned) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
+    return planned.host;
+  }
+
+  private async finishQueue(queue: ImageQueue, host: QueueIds): Promise<void> {
     const { record } = queue;
     if (sendingQbytes(queue) !== Number(record.qbytes)) {
-      await this.ns.setQueue(record.id, { uid: record.uid, gid: record.gid, mode: record.mode, qbytes: Number(record.qbytes) });
+      await this.ns.setQueue(record.id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: Number(record.qbytes) });
     }
   }
 
@@ -386,17 +426,18 @@ class RestoreRun {
     const stats = await this.ns.listQueueStats();
     const listed = new Map<number, number>();
     for (let k = 0; k < stats.length / QUEUE_STAT_DOUBLES; k++) listed.set(stats[k * QUEUE_STAT_DOUBLES], k);
-    for (const { record, messages, messageBytes } of image.queues) {
+    for (const [index, { record, messages, messageBytes }] of image.queues.entries()) {
+      const host = this.hostIds(index);
       const k = listed.get(record.id);
       if (k === undefined) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
       const stat = unpackQueueStat(stats, k);
       // Compared field by field without building an object per queue: tens of thousands of queues are checked.
       const wrong =
         stat.key !== record.key ? ['key', stat.key, record.key] :
-        stat.uid !== record.uid ? ['uid', stat.uid, record.uid] :
-        stat.gid !== record.gid ? ['gid', stat.gid, record.gid] :
-        stat.cuid !== record.cuid ? ['cuid', stat.cuid, record.cuid] :
-        stat.cgid !== record.cgid ? ['cgid', stat.cgid, record.cgid] :
+        stat.uid !== host.uid ? ['uid', stat.uid, host.uid] :
+        stat.gid !== host.gid ? ['gid', stat.gid, host.gid] :
+        stat.cuid !== host.cuid ? ['cuid', stat.cuid, host.cuid] :
+        stat.cgid !== host.cgid ? ['cgid', stat.cgid, host.cgid] :
         stat.mode !== record.mode ? ['mode', stat.mode, record.mode] :
         stat.qbytes !== Number(record.qbytes) ? ['qbytes', stat.qbytes, Number(record.qbytes)] :
         stat.qnum !== messages ? ['qnum', stat.qnum, messages] :
@@ -436,7 +477,7 @@ export async function restore(target: Target | undefined, input: string | Readab
     const image = await summarizeImage(source, options.strictV16);
     const ns = await openNamespace(resolved);
     try {
-      const plan = planRestore(image, await ns.listQueues(), await ns.readSysctls(), resolved, options.keepLimits ?? false);
+      const plan = planRestore(image, await ns.listQueues(), await ns.readSysctls(), resolved, options.keepLimits ?? false, await namespaceIdsOf(ns, resolved.label));
       if (plan.conflicts.length > 0) {
         throw new IpcCkptError('E_CONFLICT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.conflicts.join('\n  ')}`);
       }

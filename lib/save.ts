@@ -8,6 +8,7 @@ import { ARCH_X86_64 } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
+import { describeUnmapped, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
 import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
@@ -107,6 +108,19 @@ export function queueRecordFromStat(stat: QueueStat): QueueRecord {
   };
 }
 
+/**
+ * The queue's ids as the image holds them: the namespace's own view (and the id-mapping record says so),
+ * or host ids in a strict v16 image, which has no such record. An id the namespace cannot see is refused.
+ */
+export function queueRecordInImageView(record: QueueRecord, ids: NamespaceIds, strictV16: boolean, label: string): QueueRecord {
+  if (strictV16) return record;
+  const { ids: view, unmapped } = ids.namespaceView(record);
+  if (unmapped.length > 0) {
+    throw new IpcCkptError('E_UNMAPPED_ID', `queue ${record.id} (key 0x${record.key.toString(16)}) in ${label} has host ${describeUnmapped(unmapped)}, which the user namespace that owns it, ${ids.describe()}, does not map: the namespace sees it as the overflow id. Give the queue a mapped owner (msgctl IPC_SET), or save with --strict-v16 to keep host ids`);
+  }
+  return view;
+}
+
 export function limitsFromSysctls(sysctls: IpcSysctls): NamespaceLimits {
   return {
     shmCtlmax: sysctls.shmmax,
@@ -179,6 +193,7 @@ class SaveRun {
   private originalMsgmax: number | undefined;
   private currentMsgmax = 0;
   private copyBufferSize = MIN_COPY_BUFFER;
+  private ids: NamespaceIds | undefined;
   readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '' };
   private progress: SaveProgress = { queuesDone: 0, queuesTotal: 0, messagesDone: 0, messagesTotal: 0 };
 
@@ -193,6 +208,7 @@ class SaveRun {
   }
 
   async saveNamespace(): Promise<void> {
+    this.ids = await namespaceIdsOf(this.ns, this.target.label);
     for (let attempt = 1; ; attempt++) {
       const start = this.output.mark();
       const sysctls = await this.ns.readSysctls();
@@ -205,6 +221,7 @@ class SaveRun {
       this.progress = { queuesDone: 0, queuesTotal: queueCount, messagesDone: 0, messagesTotal };
       await this.output.write(this.encoder.header(hostHeader(BigInt(Math.floor(Date.now() / 1000)))));
       await this.output.write(this.encoder.limits(limits));
+      if (!this.options.strictV16) await this.output.write(this.encoder.idMapping(this.ids.imageMapping));
       await this.output.write(this.encoder.msgSection(queueCount));
       try {
         await this.saveQueues(queues);
@@ -224,6 +241,12 @@ class SaveRun {
       await this.output.write(this.encoder.trailer(digest));
       return;
     }
+  }
+
+  /** A queue's record as the image holds it (see queueRecordInImageView). */
+  private imageRecord(stat: QueueStat): QueueRecord {
+    if (!this.ids) throw new IpcCkptError('E_INTERNAL', 'queue copied before the namespace ids were read');
+    return queueRecordInImageView(queueRecordFromStat(stat), this.ids, this.options.strictV16 === true, this.target.label);
   }
 
   /**
@@ -312,7 +335,7 @@ class SaveRun {
         await this.saveQueue(unpackQueueStat(listed, from + k));
         continue;
       }
-      await this.output.write(this.encoder.queue(queueRecordFromStat(unpackQueueStat(before, k))));
+      await this.output.write(this.encoder.queue(this.imageRecord(unpackQueueStat(before, k))));
       if (count > 0) await this.output.write(this.encoder.messagesFromPacked(data, count));
       this.summary.messages += count;
       this.summary.messageBytes += before[stat + STAT_CBYTES];
@@ -375,7 +398,7 @@ class SaveRun {
       throw new QueueChanged('it changed within the second its copy began', (startSecond + 1) * 1000 + 5);
     }
     if (stat.qnum > 0) this.copyBufferSize = bufferSizeFor(stat.cbytes, stat.qnum);
-    await this.output.write(this.encoder.queue(queueRecordFromStat(stat)));
+    await this.output.write(this.encoder.queue(this.imageRecord(stat)));
     let copied = 0;
     let copiedBytes = 0;
     let last: Buffer | undefined;

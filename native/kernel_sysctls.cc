@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "creator_identity.h"
 #include "errno_error.h"
 
 namespace {
@@ -44,15 +45,20 @@ int64_t KernelSysctls::Read(const std::string& name) const {
   return value;
 }
 
-void KernelSysctls::Write(const std::string& name, int64_t value) const {
+void KernelSysctls::Write(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as) const {
   const std::string path = SysctlPath(name);
-  const std::string doing = "write " + std::to_string(value) + " to " + path + " " + target_.where();
+  const std::string asIds = as ? " as uid " + std::to_string(as->uid) + " gid " + std::to_string(as->gid) : "";
+  const std::string doing = "write " + std::to_string(value) + " to " + path + asIds + " " + target_.where();
+  // The kernel checks the writer's euid at open() and again at write(): the ids hold for both.
+  std::optional<CreatorIdentity> writer;
+  if (as) writer.emplace(as->uid, as->gid, target_.where(), "namespace root");
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
   const std::string text = std::to_string(value) + "\n";
   const ssize_t written = write(fd, text.data(), text.size());
   const int writeErrno = errno;
   close(fd);
+  if (writer) writer->Restore();
   if (written < 0) throw ErrnoError::FromErrno(writeErrno, "write", doing);
   if (static_cast<size_t>(written) != text.size()) {
     throw ErrnoError::Project("E_INTERNAL", doing + ": short write of " + std::to_string(written) + " bytes");
@@ -83,14 +89,14 @@ IpcSysctls KernelSysctls::ReadLimits() const {
   return limits;
 }
 
-SysctlWriter::SysctlWriter(const std::string& path, const std::string& where)
+SysctlFile::SysctlFile(const std::string& path, const std::string& where)
     : path_(path), where_(where), fd_(open(path.c_str(), O_WRONLY | O_CLOEXEC)) {
   if (fd_ < 0) throw ErrnoError::FromErrno(errno, "open", "open " + path_ + " for writing " + where_);
 }
 
-SysctlWriter::~SysctlWriter() { close(fd_); }
+SysctlFile::~SysctlFile() { close(fd_); }
 
-void SysctlWriter::Write(int64_t value) const {
+void SysctlFile::Write(int64_t value) const {
   char text[24];
   const int length = snprintf(text, sizeof(text), "%lld\n", static_cast<long long>(value));
   const ssize_t written = pwrite(fd_, text, static_cast<size_t>(length), 0);
@@ -100,8 +106,8 @@ void SysctlWriter::Write(int64_t value) const {
   throw ErrnoError::Project("E_INTERNAL", doing + ": short write of " + std::to_string(written) + " bytes");
 }
 
-std::unique_ptr<SysctlWriter> KernelSysctls::OpenWriter(const std::string& name) const {
-  return std::make_unique<SysctlWriter>(SysctlPath(name), target_.where());
+std::unique_ptr<SysctlFile> KernelSysctls::OpenFile(const std::string& name) const {
+  return std::make_unique<SysctlFile>(SysctlPath(name), target_.where());
 }
 
 int KernelSysctls::NextIdWritableErrno() const {
@@ -109,4 +115,14 @@ int KernelSysctls::NextIdWritableErrno() const {
   if (fd < 0) return errno;
   close(fd);
   return 0;
+}
+
+int KernelSysctls::WritableErrno(const std::string& name, const std::optional<SysctlWriter>& as) const {
+  std::optional<CreatorIdentity> writer;
+  if (as) writer.emplace(as->uid, as->gid, target_.where(), "namespace root");
+  const int fd = open(SysctlPath(name).c_str(), O_WRONLY | O_CLOEXEC);
+  const int errnum = fd < 0 ? errno : 0;
+  if (fd >= 0) close(fd);
+  if (writer) writer->Restore();
+  return errnum;
 }

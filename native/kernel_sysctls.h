@@ -1,8 +1,11 @@
 // The msg sysctls under /proc/sys/kernel, which show the IPC namespace of the calling thread.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "namespace_target.h"
@@ -19,13 +22,20 @@ struct IpcSysctls {
   int64_t sem[4];
 };
 
+// The effective ids a write is made with: a user-namespaced IPC namespace lets only its own root
+// (the host uid its user namespace maps 0 to) write msgmax, msgmnb and msgmni.
+struct SysctlWriter {
+  uid_t uid;
+  gid_t gid;
+};
+
 // One sysctl file kept open for many writes (msg_next_id before every msgget of a batch).
-class SysctlWriter {
+class SysctlFile {
  public:
-  SysctlWriter(const std::string& path, const std::string& where);
-  ~SysctlWriter();
-  SysctlWriter(const SysctlWriter&) = delete;
-  SysctlWriter& operator=(const SysctlWriter&) = delete;
+  SysctlFile(const std::string& path, const std::string& where);
+  ~SysctlFile();
+  SysctlFile(const SysctlFile&) = delete;
+  SysctlFile& operator=(const SysctlFile&) = delete;
   // Writes value at offset 0 (a sysctl takes each write whole); throws ErrnoError.
   void Write(int64_t value) const;
 
@@ -46,13 +56,16 @@ class KernelSysctls {
   int64_t Read(const std::string& name) const;
   // Whitespace-separated unsigned numbers (shmmax and shmall exceed INT64_MAX; sem holds four).
   void ReadUnsigned(const std::string& name, uint64_t* values, size_t count) const;
-  void Write(const std::string& name, int64_t value) const;
+  // With `as`, only the calling thread takes those effective ids for the open and the write.
+  void Write(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as = std::nullopt) const;
   IpcSysctls ReadLimits() const;
   // Opens /proc/sys/kernel/<name> for several writes.
-  std::unique_ptr<SysctlWriter> OpenWriter(const std::string& name) const;
+  std::unique_ptr<SysctlFile> OpenFile(const std::string& name) const;
 
   // Opens msg_next_id for writing without writing: 0 when the session may set ids, else the errno.
   int NextIdWritableErrno() const;
+  // Opens <name> for writing (as `as`, when given) without writing: 0 when it may be written, else the errno.
+  int WritableErrno(const std::string& name, const std::optional<SysctlWriter>& as = std::nullopt) const;
 
  private:
   std::string ReadText(const std::string& name) const;

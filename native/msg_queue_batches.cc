@@ -8,12 +8,12 @@
 CreatedQueues MsgQueueCalls::CreateQueues(const std::vector<NewQueue>& queues) const {
   CreatedQueues result;
   result.created.reserve(queues.size());
-  std::unique_ptr<SysctlWriter> nextId;
+  std::unique_ptr<SysctlFile> nextId;
   for (size_t index = 0; index < queues.size(); index++) {
     const NewQueue& queue = queues[index];
     int32_t id;
     try {
-      if (!nextId) nextId = sysctls_.OpenWriter("msg_next_id");
+      if (!nextId) nextId = sysctls_.OpenFile("msg_next_id");
       id = CreateAt(queue.create, *nextId);
     } catch (const ErrnoError& error) {
       // Not made, or made at another id and removed again (CreateAt): nothing of it is ours.

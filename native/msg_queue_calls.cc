@@ -141,11 +141,11 @@ std::string MsgQueueCalls::CreateDoing(const CreateQueueRequest& request) const 
 }
 
 int32_t MsgQueueCalls::CreateQueue(const CreateQueueRequest& request) const {
-  const std::unique_ptr<SysctlWriter> nextId = sysctls_.OpenWriter("msg_next_id");
+  const std::unique_ptr<SysctlFile> nextId = sysctls_.OpenFile("msg_next_id");
   return CreateAt(request, *nextId);
 }
 
-int32_t MsgQueueCalls::CreateAt(const CreateQueueRequest& request, const SysctlWriter& nextId) const {
+int32_t MsgQueueCalls::CreateAt(const CreateQueueRequest& request, const SysctlFile& nextId) const {
   nextId.Write(request.id);
   int created;
   int msggetErrno = 0;

@@ -132,7 +132,7 @@ class MsgQueueCalls {
   // error message when it could not ("" when all is well).
   std::string ClearNextId() const;
   // msg_next_id = request.id through nextId, msgget as the creator, the id check (see CreateQueue).
-  int32_t CreateAt(const CreateQueueRequest& request, const SysctlWriter& nextId) const;
+  int32_t CreateAt(const CreateQueueRequest& request, const SysctlFile& nextId) const;
   // msgsnd of `count` packed messages from `message`; returns the address after them. Errors say `sent` in all.
   uint8_t* SendRun(int32_t id, uint8_t* message, uint32_t count, uint32_t sentBefore, int64_t queueIndex) const;
   // The error of a msgget at an id: what was asked, with the kernel's reason.
