@@ -97,9 +97,14 @@ export class RollbackGuardian {
     return new IpcCkptError('E_GUARDIAN', `the rollback guardian ${this.startupText === 'ready' ? 'died' : 'could not start'} (${what}); nothing is left to it`);
   }
 
+  /** True when the guardian died under us (it was started and exited before finish()). */
+  get dead(): boolean {
+    return this.child !== undefined && this.exited && !this.finished;
+  }
+
   /** Throws when the guardian died under us: the run must roll back by itself and stop. */
   throwIfDead(): void {
-    if (this.child && this.exited && !this.finished) throw this.deathError();
+    if (this.dead) throw this.deathError();
   }
 
   private send(line: string): Promise<void> {

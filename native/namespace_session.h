@@ -30,6 +30,7 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value RunJob(const Napi::CallbackInfo& info, Prepare prepare);
 
   Napi::Value ListQueues(const Napi::CallbackInfo& info);
+  Napi::Value ListQueueStats(const Napi::CallbackInfo& info);
   Napi::Value StatQueue(const Napi::CallbackInfo& info);
   Napi::Value CopyMessages(const Napi::CallbackInfo& info);
   Napi::Value ReadSysctls(const Napi::CallbackInfo& info);
@@ -40,6 +41,9 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value SetQueue(const Napi::CallbackInfo& info);
   Napi::Value SendMessages(const Napi::CallbackInfo& info);
   Napi::Value RemoveQueue(const Napi::CallbackInfo& info);
+  Napi::Value CreateQueues(const Napi::CallbackInfo& info);
+  Napi::Value CopyQueues(const Napi::CallbackInfo& info);
+  Napi::Value SendQueueMessages(const Napi::CallbackInfo& info);
   Napi::Value Probe(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
