@@ -246,6 +246,7 @@ class SaveRun {
         await this.output.rollback(start);
         continue;
       }
+      this.checkpoint();
       this.summary.queues = queueCount;
       const digest = this.output.currentDigest();
       this.summary.digest = digest.toString('hex');
