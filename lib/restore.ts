@@ -319,7 +319,12 @@ class RestoreRun {
       requests.push(batch.map((queue, i) => newQueueRequest(queue, this.hostIds(start + i))));
       start += size;
     }
-    const register = (batch: ImageQueue[] | undefined) => (batch ? this.guardian.registerQueues(batch.map((q) => ({ id: q.record.id, key: q.record.key }))) : undefined);
+    const register = (batch: ImageQueue[] | undefined) => {
+      const registration = batch ? this.guardian.registerQueues(batch.map((q) => ({ id: q.record.id, key: q.record.key }))) : undefined;
+      // Awaited later: a guardian that dies meanwhile must fail the run there, not crash it as an unhandled rejection.
+      registration?.catch(() => undefined);
+      return registration;
+    };
     let registered = register(batches[0]);
     for (let b = 0; b < batches.length; b++) {
       const batch = batches[b];

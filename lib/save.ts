@@ -285,7 +285,12 @@ class SaveRun {
         next = end;
       }
     }
-    const copyRange = (r: number) => (r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1]) : undefined);
+    const copyRange = (r: number) => {
+      const copy = r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1]) : undefined;
+      // Awaited later: a failure meanwhile must fail the save there, not crash it as an unhandled rejection.
+      copy?.catch(() => undefined);
+      return copy;
+    };
     let prefetched = copyRange(0);
     try {
       for (let r = 0; r < ranges.length; r++) {
@@ -416,7 +421,12 @@ class SaveRun {
     let last: Buffer | undefined;
     // Each batch after the first starts by copying the previous batch's last message again:
     // if it moved, messages before it were received meanwhile.
-    const copyFrom = (first: number) => this.copyBatch(stat, first, Math.min(BATCH_MESSAGES, stat.qnum - first));
+    const copyFrom = (first: number) => {
+      const copy = this.copyBatch(stat, first, Math.min(BATCH_MESSAGES, stat.qnum - first));
+      // Awaited later: a failure while this batch is written must surface there, not as an unhandled rejection.
+      copy.catch(() => undefined);
+      return copy;
+    };
     let next = stat.qnum > 0 ? copyFrom(0) : undefined;
     try {
       while (copied < stat.qnum && next) {

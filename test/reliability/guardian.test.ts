@@ -14,7 +14,8 @@ import { runCli } from '../support/cli';
 import { namespaceState, runCliKilled, seededRandom, testSeed, waitUntilAlone } from './killed-run';
 
 const GUARDIAN_KILLS = 20;
-const KILL_IMAGE_QUEUES = 300;
+/** Three createQueues batches (2,048 each): the guardian is asked again between them. */
+const KILL_IMAGE_QUEUES = 5000;
 
 jest.setTimeout(10 * 60_000);
 
@@ -117,7 +118,7 @@ test('the guardian SIGKILLed at random moments of a restore: ipc-ckpt rolls back
       msgqTool(target.path, 'create', '0x7001', '640', '--id', 20000);
       const before = namespaceState(target);
       let killedGuardian = false;
-      const delayMs = Math.floor(random() * 80);
+      const delayMs = Math.floor(random() * 40);
       // The "kill" is of the guardian: the CLI itself is never signalled (its plan's delay is far away).
       const watcher = setInterval(() => {
         const [pid] = guardiansOf(target.path);
