@@ -288,8 +288,8 @@ class RestoreRun {
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
     this.plan = plan;
-    // createQueue writes msg_next_id before each msgget: if we die between the two, the guardian resets it.
-    if (image.queues.length > 0) await this.guardian.registerSysctl('msg_next_id', -1);
+    // createQueues writes msg_next_id before each msgget: if we die between the two, the guardian unsets it.
+    if (image.queues.length > 0) await this.guardian.registerNextIdReset();
     for (const change of plan.during) await this.setSysctl(change);
     this.report(image, 0);
     await this.createQueues(image);

@@ -145,6 +145,11 @@ export class RollbackGuardian {
     return this.registerFileRestore(`/proc/sys/kernel/${name}`, String(Math.trunc(originalValue)), options);
   }
 
+  /** Call before msg_next_id is first written: if we die before the msgget that consumes it, the guardian unsets it. */
+  registerNextIdReset(): Promise<void> {
+    return this.send('nextid');
+  }
+
   /** Call before the queues are created: if we die, the guardian removes each that still has this id and key. One round trip. */
   async registerQueues(queues: Array<{ id: number; key: number }>): Promise<void> {
     for (let first = 0; first < queues.length; first += QUEUES_PER_LINE) {

@@ -6,10 +6,12 @@
 //   file UID GID VALUE PATH      write VALUE back to PATH (a sysctl, a freezer state); UID/GID '-' or
 //                                the effective ids to write it with (a user-namespaced IPC ns's root)
 //   temp PATH / untemp PATH      a temporary file to remove / no longer to remove
+//   nextid                       msg_next_id may be left set (written before a msgget that never came)
 //   done                         ipc-ckpt finished or rolled back by itself: exit, touching nothing
 // On end of file it removes the registered queues that still hold their registered key (one walk
 // over the namespace's queue slots, however many are registered), writes the files back newest
-// first, removes the temporary files and exits. argv[1], when given, is the nsfs file of the IPC
+// first, unsets a msg_next_id left set (the kernel refuses -1 there: a msgget consumes it, and the
+// queue it makes is removed at once), removes the temporary files and exits. argv[1], when given, is the nsfs file of the IPC
 // namespace to join first; it prints "ready" once it is in place, or "error TEXT" and exits 1.
 // fd 3, when open, is ipc-ckpt's namespace lock: kept open so the lock outlives ipc-ckpt until the
 // rollback is over.
@@ -45,6 +47,7 @@ struct FileRestore {
 std::unordered_map<int, unsigned int> queues;
 std::vector<FileRestore> files;
 std::vector<std::string> temporaries;
+bool resetNextId = false;
 
 void Reply(const char* text) {
   fputs(text, stdout);
@@ -98,6 +101,8 @@ bool Handle(const std::string& line) {
     std::vector<std::string> words = Words(rest, 4);
     if (words.size() != 4) return false;
     files.push_back({IdOrUnchanged(words[0]), IdOrUnchanged(words[1]), words[2], words[3]});
+  } else if (verb == "nextid") {
+    resetNextId = true;
   } else if (verb == "temp") {
     temporaries.push_back(rest);
   } else if (verb == "untemp") {
@@ -147,6 +152,24 @@ int WriteFilesBack() {
   return written;
 }
 
+// msg_next_id reads -1 when unset; writing -1 is refused (its minimum is 0), so a msgget consumes it.
+bool UnsetNextId() {
+  if (!resetNextId) return false;
+  FILE* file = fopen("/proc/sys/kernel/msg_next_id", "re");
+  long value = -1;
+  if (file == nullptr) return false;
+  if (fscanf(file, "%ld", &value) != 1) value = -1;
+  fclose(file);
+  if (value < 0) return false;
+  const int id = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+  if (id < 0) {
+    fprintf(stderr, "ipc-ckpt-guardian: unsetting msg_next_id %ld: %s\n", value, strerror(errno));
+    return false;
+  }
+  msgctl(id, IPC_RMID, nullptr);
+  return true;
+}
+
 int RemoveTemporaries() {
   int removed = 0;
   for (const std::string& path : temporaries) {
@@ -183,7 +206,7 @@ int main(int argc, char** argv) {
   free(buffer);
   // ipc-ckpt is gone without saying "done": undo what it registered.
   const int removed = RemoveQueues();
-  const int written = WriteFilesBack();
+  const int written = WriteFilesBack() + (UnsetNextId() ? 1 : 0);
   const int deleted = RemoveTemporaries();
   if (removed + written + deleted > 0) {
     fprintf(stderr, "ipc-ckpt-guardian: ipc-ckpt ended before it was done; rolled back: %d queue(s) removed, %d file(s) written back, %d temporary file(s) removed\n",
