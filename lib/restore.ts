@@ -11,6 +11,7 @@ import { openNamespace } from './namespace';
 import { MsgSysctlName, IpcSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
+import { planPosixRestore, PosixImageSummary, PosixQueueRestorer, PosixRestorePlan, queueSelection } from './posix-queues';
 
 export interface RestoreOptions {
   /** Print the plan, change nothing. */
@@ -18,6 +19,9 @@ export interface RestoreOptions {
   /** Leave the target's own msgmax/msgmnb/msgmni instead of the image's. */
   keepLimits?: boolean;
   strictV16?: boolean;
+  /** Restore only the image's SysV queues, or only its POSIX queues. */
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
   onProgress?: (progress: { queuesDone: number; queuesTotal: number; messagesDone: number; messagesTotal: number }) => void;
 }
 
@@ -38,6 +42,8 @@ export interface ImageSummary {
   limits: NamespaceLimits;
   queues: ImageQueue[];
   digest: string;
+  /** The POSIX section (ipc-ckpt extension), when the image has one. */
+  posix?: PosixImageSummary;
 }
 
 export interface SysctlChange {
@@ -56,6 +62,8 @@ export interface RestorePlan {
   conflicts: string[];
   /** What no restore into this target can do (found before any change, like conflicts). */
   beyondLimits: string[];
+  /** The POSIX queues to create and the /proc/sys/fs/mqueue changes (lib/posix-queues.ts). */
+  posix?: PosixRestorePlan;
 }
 
 export interface RestoreSummary {
@@ -66,6 +74,8 @@ export interface RestoreSummary {
   messageBytes: number;
   seconds: number;
   notRestored: readonly string[];
+  posixQueues: number;
+  posixMessages: number;
 }
 
 /** The most a queue's qbytes must be while its messages are sent: msgsnd wants cbytes and qnum to fit. */
@@ -82,6 +92,7 @@ export async function summarizeImage(source: ImageSource, strictV16 = false): Pr
     // The decoder checked that q_qnum and q_cbytes match the messages that follow.
     queues: verified.queues.map(({ queue, largestMessageBytes }) => ({ record: queue, messages: Number(queue.qnum), messageBytes: Number(queue.cbytes), largestMessage: largestMessageBytes })),
     digest: verified.digest.toString('hex'),
+    ...(verified.posix ? { posix: { limits: verified.posix.limits, queues: verified.posix.queues.map((q) => q.queue) } } : {}),
   };
 }
 
@@ -159,6 +170,7 @@ function injectedFault(queuesCreated: number): void {
 class RestoreRun {
   private readonly created: number[] = [];
   readonly sysctls: RaisedSysctls;
+  private posix: PosixQueueRestorer | undefined;
   messages = 0;
   messageBytes = 0;
 
@@ -168,6 +180,10 @@ class RestoreRun {
     private readonly options: RestoreOptions,
   ) {
     this.sysctls = new RaisedSysctls(ns, target);
+  }
+
+  get posixMessages(): number {
+    return this.posix?.messages ?? 0;
   }
 
   private get guardian() {
@@ -180,6 +196,8 @@ class RestoreRun {
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
     for (const change of plan.during) await this.setSysctl(change);
+    const sysv = queueSelection(this.options) !== 'posix';
+    if (plan.posix) this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan.posix);
     const total = { queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0) };
     let index = -1;
     let queue: ImageQueue | undefined;
@@ -192,7 +210,15 @@ class RestoreRun {
     };
     try {
       for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
-        if (event.kind === 'queue') {
+        if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
+          await sending;
+          sending = undefined;
+          if (queue) await this.finishQueue(queue);
+          queue = undefined;
+          await this.posix?.apply(event);
+        } else if (!sysv && (event.kind === 'queue' || event.kind === 'messages')) {
+          continue;
+        } else if (event.kind === 'queue') {
           await sending;
           sending = undefined;
           if (queue) await this.finishQueue(queue);
@@ -214,7 +240,8 @@ class RestoreRun {
     if (queue) await this.finishQueue(queue);
     if (index !== image.queues.length - 1) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
     for (const change of plan.final) await this.setSysctl(change);
-    await this.checkCreated(image);
+    await this.posix?.finish();
+    if (sysv) await this.checkCreated(image);
   }
 
   private async createQueue(queue: ImageQueue | undefined, record: QueueRecord): Promise<void> {
@@ -255,7 +282,7 @@ class RestoreRun {
 
   /** Removes what this restore created and puts every sysctl back, newest first. */
   async rollback(): Promise<string[]> {
-    const problems: string[] = [];
+    const problems: string[] = (await this.posix?.rollback()) ?? [];
     for (const id of this.created.reverse()) {
       try {
         await this.ns.removeQueue(id);
@@ -278,14 +305,20 @@ export async function restore(target: Target | undefined, input: string | Readab
     const image = await summarizeImage(source, options.strictV16);
     const ns = await openNamespace(resolved);
     try {
-      const plan = planRestore(image, await ns.listQueues(), await ns.readSysctls(), resolved, options.keepLimits ?? false);
+      const selection = queueSelection(options);
+      const sysvImage = selection === 'posix' ? { ...image, queues: [] } : image;
+      const plan = planRestore(sysvImage, await ns.listQueues(), await ns.readSysctls(), resolved, selection === 'posix' || (options.keepLimits ?? false));
+      if (selection !== 'sysv' && image.posix) {
+        plan.posix = planPosixRestore(image.posix, await ns.listPosixQueues(), await ns.readMqueueLimits(), options.keepLimits ?? false);
+        plan.conflicts.push(...plan.posix.conflicts);
+      }
       if (plan.conflicts.length > 0) {
         throw new IpcCkptError('E_CONFLICT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.conflicts.join('\n  ')}`);
       }
       if (plan.beyondLimits.length > 0) {
         throw new IpcCkptError('E_IMAGE_LIMIT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.beyondLimits.join('\n  ')}`);
       }
-      const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS };
+      const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS, posixQueues: 0, posixMessages: 0 };
       if (!options.dryRun) {
         const run = new RestoreRun(ns, resolved, options);
         try {
@@ -302,6 +335,8 @@ export async function restore(target: Target | undefined, input: string | Readab
         summary.queues = image.queues.length;
         summary.messages = run.messages;
         summary.messageBytes = run.messageBytes;
+        summary.posixQueues = plan.posix?.queues.length ?? 0;
+        summary.posixMessages = run.posixMessages;
       }
       summary.seconds = Number(process.hrtime.bigint() - started) / 1e9;
       return summary;

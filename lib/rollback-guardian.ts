@@ -12,12 +12,15 @@ const GUARDIAN_SCRIPT = `
 trap '' INT TERM HUP PIPE
 files=''
 queues=''
+mqueues=''
 n=0
 while read -r verb value rest; do
   case "$verb" in
     file) n=$((n+1)); eval "value_$n=\\$value; path_$n=\\$rest"; files="$n $files" ;;
     queue) queues="$value $queues"; eval "key_$value=\\$rest" ;;
     forget) queues=$(echo " $queues " | sed "s/ $value / /") ;;
+    mqueue) mqueues="$value $mqueues" ;;
+    forget-mqueue) kept=''; for m in $mqueues; do [ "$m" = "$value" ] || kept="$kept $m"; done; mqueues=$kept ;;
     done) exit 0 ;;
   esac
   echo ok
@@ -29,9 +32,18 @@ for id in $queues; do
     ipcrm -q "$id" 2>/dev/null
   fi
 done
+# POSIX queues a restore created (names as octal escapes): unlinked through a private mqueue mount.
+for octal in $mqueues; do
+  unshare --mount sh -c 'mount -t mqueue none /tmp && rm -f -- "/tmp/$1"' sh "$(printf "$octal")" 2>/dev/null
+done
 for i in $files; do eval "printf '%s\\n' \\"\\$value_$i\\" > \\"\\$path_$i\\""; done
 exit 0
 `;
+
+/** A queue name as printf octal escapes: one shell word whatever bytes the name holds. */
+function octalEscaped(name: string): string {
+  return [...Buffer.from(name, 'utf8')].map((byte) => `\\${byte.toString(8).padStart(3, '0')}`).join('');
+}
 
 export class RollbackGuardian {
   private readonly child: ChildProcessWithoutNullStreams;
@@ -80,6 +92,16 @@ export class RollbackGuardian {
   /** Call before a queue is created: if we die, the guardian removes the queue with this id and key. */
   registerQueue(id: number, key: number): Promise<void> {
     return this.send(`queue ${Math.trunc(id)} 0x${(key >>> 0).toString(16).padStart(8, '0')}`);
+  }
+
+  /** Call before a POSIX queue is created: if we die, the guardian unlinks the queue of this name. */
+  registerPosixQueue(name: string): Promise<void> {
+    return this.send(`mqueue ${octalEscaped(name)}`);
+  }
+
+  /** The POSIX queue was removed by us already (or never made). */
+  forgetPosixQueue(name: string): Promise<void> {
+    return this.send(`forget-mqueue ${octalEscaped(name)}`);
   }
 
   /** The queue was removed by us already. */

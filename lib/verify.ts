@@ -10,11 +10,17 @@ import { NOT_RESTORABLE_FIELDS } from './restore';
 import { RaisedSysctls } from './raised-sysctls';
 import { IpcCkptError } from './errors';
 import { resolveTarget, Target } from './target';
+import { PosixQueueComparison, queueSelection } from './posix-queues';
 
 export interface VerifyOptions {
   /** Do not compare msgmax/msgmnb/msgmni (for a restore made with --keep-limits). */
   ignoreLimits?: boolean;
   strictV16?: boolean;
+  /** The caller asserts nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back. */
+  quiescent?: boolean;
+  /** Compare only the SysV queues, or only the POSIX queues. */
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
 }
 
 export interface VerifyResult {
@@ -115,8 +121,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
   const differences: string[] = [];
   const raised = new RaisedSysctls(ns, resolved);
   const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS };
+  const selection = queueSelection(options);
+  const posix = selection === 'sysv' ? undefined : new PosixQueueComparison(ns, resolved.label, differences, options);
   try {
-    const live = new Map<number, QueueStat>((await ns.listQueues()).map((q) => [q.id, q]));
+    await posix?.prepare();
+    const live = new Map<number, QueueStat>(selection === 'posix' ? [] : (await ns.listQueues()).map((q) => [q.id, q]));
     const sysctls = await ns.readSysctls();
     let msgmax = sysctls.msgmax;
     // No live message is larger than its queue's cbytes: raise msgmax that far, once per size.
@@ -129,7 +138,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
     let comparison: QueueComparison | undefined;
     for await (const event of decodeImage(source.read(), { strictV16: options.strictV16, reuseBatchBuffer: true })) {
       if (differences.length >= MAX_DIFFERENCES) break;
-      if (event.kind === 'limits' && !options.ignoreLimits) {
+      if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
+        await posix?.onEvent(event);
+      } else if (selection === 'posix') {
+        continue;
+      } else if (event.kind === 'limits' && !options.ignoreLimits) {
         compareLimits(event.limits, sysctls, differences);
       } else if (event.kind === 'queue') {
         await comparison?.finish();
@@ -154,6 +167,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
       }
     }
     await comparison?.finish();
+    posix?.finish();
+    if (posix) {
+      result.queues += posix.queues;
+      result.messages += posix.messages;
+    }
     for (const extra of live.values()) {
       if (differences.length >= MAX_DIFFERENCES) break;
       differences.push(`queue ${extra.id} (key 0x${extra.key.toString(16)}) is in ${resolved.label} but not in the image`);
