@@ -2,6 +2,7 @@
 import { IpcCkptError } from './errors';
 import { openNamespace } from './namespace';
 import { resolveTarget, Target } from './target';
+import { posixCheckFinding } from './posix-queues';
 
 export interface CheckFinding {
   /** 'ok' works, 'fail' blocks save or restore, 'note' works differently than it could. */
@@ -70,6 +71,7 @@ export async function check(target?: Target): Promise<CheckResult> {
     );
     const sysctls = await ns.readSysctls();
     findings.push({ status: 'ok', subject: 'limits', text: `msgmax ${sysctls.msgmax}, msgmnb ${sysctls.msgmnb}, msgmni ${sysctls.msgmni} (readable and, with the privileges above, writable for the duration of a save or restore)` });
+    findings.push(await posixCheckFinding(ns));
   } finally {
     await ns.close();
   }

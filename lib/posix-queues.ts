@@ -352,4 +352,21 @@ export class PosixQueueComparison {
   }
 }
 
-export { MQUEUE_LIMIT_NAMES };
+
+/** `check`'s finding on POSIX queues: the namespace's mqueue filesystem can be reached and its limits read. */
+export async function posixCheckFinding(ns: NativeNamespace): Promise<{ status: 'ok' | 'fail'; subject: string; text: string; blocks?: Array<'save' | 'restore'> }> {
+  try {
+    const queues = await ns.listPosixQueues();
+    const limits = await ns.readMqueueLimits();
+    const withMessages = queues.filter((q) => q.curmsgs > 0).length;
+    return {
+      status: 'ok',
+      subject: 'mqueue',
+      text:
+        `the namespace's mqueue filesystem is reachable (detached mount): ${queues.length} POSIX queue(s), ${withMessages} with messages (saved only with --freeze or --quiescent); ` +
+        MQUEUE_LIMIT_NAMES.map((name) => `${name} ${limits[name]}`).join(', '),
+    };
+  } catch (error) {
+    return { status: 'fail', subject: 'mqueue', text: `cannot reach the namespace's POSIX queues: ${(error as Error).message}`, blocks: ['save', 'restore'] };
+  }
+}
