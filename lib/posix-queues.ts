@@ -180,6 +180,12 @@ export function planPosixRestore(image: PosixImageSummary | undefined, existing:
   return plan;
 }
 
+/** Where tests make a restore fail midway: IPC_CKPT_TEST_FAULT=after-posix-queue:N fails once N POSIX queues exist. */
+function injectedFault(created: number): void {
+  const fault = /^after-posix-queue:(\d+)$/.exec(process.env.IPC_CKPT_TEST_FAULT ?? '');
+  if (fault && created === Number(fault[1])) throw new IpcCkptError('E_INTERNAL', `injected fault after ${created} POSIX queue(s) (IPC_CKPT_TEST_FAULT)`);
+}
+
 /** The POSIX half of one restore: its changes, undone by rollback(). */
 export class PosixQueueRestorer {
   private readonly created: string[] = [];
@@ -220,6 +226,7 @@ export class PosixQueueRestorer {
       }
       this.created.push(record.name);
       this.queue = record;
+      injectedFault(this.created.length);
     } else if (event.kind === 'posix-messages') {
       if (!this.queue || this.queue.name !== event.queueName) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
       this.messages += await this.ns.sendPosixMessages(event.queueName, event.packed, event.count);
