@@ -17,9 +17,9 @@
 #include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
-#include "creator_identity.h"
 #include "errno_error.h"
 
 namespace {
@@ -120,6 +120,39 @@ void RunCopy(int readFd, int writeFd, int64_t maxmsg, int64_t msgsize, CopyProgr
   RunCopy(readFd, writeFd, maxmsg, msgsize, progress, data, capacity);
   _exit(progress->phase == CopyProgress::kDone ? 0 : 1);
 }
+
+// The session thread, and only it, as a queue's owner for one mq_open: real and effective ids both, since
+// the kernel charges a new queue to the real uid's RLIMIT_MSGQUEUE count (cred->ucounts). The saved ids
+// stay root's, so the switch back is always allowed. Raw calls: glibc's would change every thread.
+class QueueOwnerIdentity {
+ public:
+  QueueOwnerIdentity(uid_t uid, gid_t gid, const std::string& where) {
+    getresuid(&uid_[0], &uid_[1], &uid_[2]);
+    getresgid(&gid_[0], &gid_[1], &gid_[2]);
+    const std::string ids = "uid " + std::to_string(uid) + " gid " + std::to_string(gid);
+    if (syscall(SYS_setresgid, gid, gid, -1) != 0) {
+      throw ErrnoError::FromErrno(errno, "setresgid", "switch the session thread to queue owner " + ids + " " + where);
+    }
+    if (syscall(SYS_setresuid, uid, uid, -1) != 0) {
+      const int errnum = errno;
+      syscall(SYS_setresgid, gid_[0], gid_[1], -1);
+      throw ErrnoError::FromErrno(errnum, "setresuid", "switch the session thread to queue owner " + ids + " " + where);
+    }
+  }
+  // A thread left with foreign ids must not go on.
+  ~QueueOwnerIdentity() {
+    if (syscall(SYS_setresuid, uid_[0], uid_[1], -1) != 0 || syscall(SYS_setresgid, gid_[0], gid_[1], -1) != 0) {
+      fprintf(stderr, "ipc-ckpt: cannot restore the session thread's ids: %s\n", strerror(errno));
+      abort();
+    }
+  }
+  QueueOwnerIdentity(const QueueOwnerIdentity&) = delete;
+  QueueOwnerIdentity& operator=(const QueueOwnerIdentity&) = delete;
+
+ private:
+  uid_t uid_[3]{};
+  gid_t gid_[3]{};
+};
 
 std::string Octal(uint32_t value) {
   char text[16];
@@ -317,10 +350,9 @@ void PosixQueueCalls::CreateQueue(const CreatePosixQueueRequest& request) const 
   mqd_t queue;
   int openErrno = 0;
   {
-    CreatorIdentity creator(request.uid, request.gid, target_.where());
+    QueueOwnerIdentity owner(request.uid, request.gid, target_.where());
     queue = mq_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, static_cast<mode_t>(0600), &attr);
     openErrno = errno;
-    creator.Restore();
   }
   if (queue == static_cast<mqd_t>(-1)) {
     ErrnoError error = ErrnoError::FromErrno(openErrno, "mq_open", doing);

@@ -71,8 +71,8 @@ class PosixQueueCalls {
   // order, in a forked child that finishes the put-back even if this process dies; returns the copy.
   // Refuses (E_MQ_FULL, E_MQ_NOTIFY) before taking anything what could not be put back unchanged.
   std::unique_ptr<TakenMessages> TakeAndPutBack(const std::string& name) const;
-  // Creates a queue with exactly these attributes, owner and mode (as its owner, so the kernel
-  // charges the owner's RLIMIT_MSGQUEUE); fails with EEXIST if the name is taken.
+  // Creates a queue with exactly these attributes, owner and mode (with the owner's real and effective
+  // ids, so the kernel charges the owner's RLIMIT_MSGQUEUE); fails with EEXIST if the name is taken.
   void CreateQueue(const CreatePosixQueueRequest& request) const;
   // Why `packed` is not `count` well-formed packed messages ("" when it is).
   static std::string ValidatePacked(const uint8_t* packed, size_t length, uint32_t count);
