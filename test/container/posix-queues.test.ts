@@ -38,7 +38,7 @@ describeWithDocker('a POSIX queue moved between two containers', () => {
   });
 
   it('is received in the second container in the original order with the same bytes', () => {
-    const source = Container.start(['--ipc=private'], MQ_TOOL_IMAGE, ['idle']);
+    const source = Container.start(['--ipc=private', '--network=none'], MQ_TOOL_IMAGE, ['idle']);
     containers.push(source);
     const exec = (container: Container, ...args: string[]) => {
       const result = container.exec('/mq-tool', ...args);
@@ -55,7 +55,7 @@ describeWithDocker('a POSIX queue moved between two containers', () => {
       const saved = runCli('save', '--freeze', '-t', String(source.pid), '-o', image);
       expect(saved.stderr).toMatch(/1 POSIX queue\(s\) with 4 message\(s\)/);
       expect(saved.status).toBe(0);
-      const target = Container.start(['--ipc=private'], MQ_TOOL_IMAGE, ['idle']);
+      const target = Container.start(['--ipc=private', '--network=none'], MQ_TOOL_IMAGE, ['idle']);
       containers.push(target);
       expect(target.exec('/mq-tool', 'attr', 'app-queue').status).toBe(1);
       cli('restore', '--ns', target.nsPath, '-i', image);
