@@ -162,14 +162,24 @@ std::string Octal(uint32_t value) {
 
 }  // namespace
 
-PosixQueueCalls::~PosixQueueCalls() { CloseQuietly(mountFd_); }
+// Closes a descriptor at the end of a scope.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ~ScopedFd() { CloseQuietly(fd_); }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
 
 std::string PosixQueueCalls::QueueLabel(const std::string& name) const {
   return "POSIX queue '/" + name + "' " + target_.where();
 }
 
-int PosixQueueCalls::MountFd() const {
-  if (mountFd_ >= 0) return mountFd_;
+int PosixQueueCalls::OpenMount() const {
   const int context = fsopen("mqueue", FSOPEN_CLOEXEC);
   if (context < 0) throw ErrnoError::FromErrno(errno, "fsopen", "open an mqueue filesystem context " + target_.where());
   if (fsconfig(context, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
@@ -181,12 +191,11 @@ int PosixQueueCalls::MountFd() const {
   const int errnum = errno;
   close(context);
   if (mount < 0) throw ErrnoError::FromErrno(errnum, "fsmount", "mount the mqueue filesystem (detached) " + target_.where());
-  mountFd_ = mount;
-  return mountFd_;
+  return mount;
 }
 
-int PosixQueueCalls::OpenQueueFile(const std::string& name, int flags) const {
-  const int fd = openat(MountFd(), name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW);
+int PosixQueueCalls::OpenQueueFile(int mount, const std::string& name, int flags) const {
+  const int fd = openat(mount, name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) throw ErrnoError::FromErrno(errno, "openat", "open " + QueueLabel(name));
   return fd;
 }
@@ -219,7 +228,8 @@ PosixQueueStat PosixQueueCalls::StatOpenQueue(const std::string& name, int fd) c
 }
 
 std::vector<PosixQueueStat> PosixQueueCalls::ListQueues() const {
-  const int directoryFd = openat(MountFd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const ScopedFd mount(OpenMount());
+  const int directoryFd = openat(mount.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (directoryFd < 0) throw ErrnoError::FromErrno(errno, "openat", "open the mqueue filesystem " + target_.where());
   DIR* directory = fdopendir(directoryFd);
   if (directory == nullptr) {
@@ -242,7 +252,8 @@ std::vector<PosixQueueStat> PosixQueueCalls::ListQueues() const {
   std::vector<PosixQueueStat> queues;
   for (const std::string& name : names) {
     try {
-      queues.push_back(StatQueue(name));
+      const ScopedFd fd(OpenQueueFile(mount.get(), name, O_RDONLY | O_NONBLOCK));
+      queues.push_back(StatOpenQueue(name, fd.get()));
     } catch (const ErrnoError& error) {
       if (error.errnum() != ENOENT) throw;  // removed since the listing
     }
@@ -251,26 +262,21 @@ std::vector<PosixQueueStat> PosixQueueCalls::ListQueues() const {
 }
 
 PosixQueueStat PosixQueueCalls::StatQueue(const std::string& name) const {
-  const int fd = OpenQueueFile(name, O_RDONLY | O_NONBLOCK);
-  try {
-    PosixQueueStat stat = StatOpenQueue(name, fd);
-    close(fd);
-    return stat;
-  } catch (...) {
-    close(fd);
-    throw;
-  }
+  const ScopedFd mount(OpenMount());
+  const ScopedFd fd(OpenQueueFile(mount.get(), name, O_RDONLY | O_NONBLOCK));
+  return StatOpenQueue(name, fd.get());
 }
 
 std::unique_ptr<TakenMessages> PosixQueueCalls::TakeAndPutBack(const std::string& name) const {
   auto taken = std::make_unique<TakenMessages>();
-  const int readFd = OpenQueueFile(name, O_RDONLY | O_NONBLOCK);
+  const ScopedFd mount(OpenMount());
+  const int readFd = OpenQueueFile(mount.get(), name, O_RDONLY | O_NONBLOCK);
   int writeFd = -1;
   int memoryFd = -1;
   void* mapping = MAP_FAILED;
   size_t mappingBytes = 0;
   try {
-    writeFd = OpenQueueFile(name, O_WRONLY);
+    writeFd = OpenQueueFile(mount.get(), name, O_WRONLY);
     taken->before = StatOpenQueue(name, readFd);
     const PosixQueueStat& before = taken->before;
     if (before.notifyPid != 0) {
@@ -387,7 +393,10 @@ std::string PosixQueueCalls::ValidatePacked(const uint8_t* packed, size_t length
 }
 
 uint32_t PosixQueueCalls::SendMessages(const std::string& name, const uint8_t* packed, uint32_t count) const {
-  const int fd = OpenQueueFile(name, O_WRONLY | O_NONBLOCK);
+  const int fd = [&] {
+    const ScopedFd mount(OpenMount());
+    return OpenQueueFile(mount.get(), name, O_WRONLY | O_NONBLOCK);
+  }();
   const uint8_t* message = packed;
   for (uint32_t sent = 0; sent < count; sent++) {
     uint32_t header[2];

@@ -60,9 +60,6 @@ class PosixQueueCalls {
   static constexpr size_t kPackedHeaderBytes = 8;
 
   explicit PosixQueueCalls(const NamespaceTarget& target) : target_(target) {}
-  ~PosixQueueCalls();
-  PosixQueueCalls(const PosixQueueCalls&) = delete;
-  PosixQueueCalls& operator=(const PosixQueueCalls&) = delete;
 
   // Every queue of the namespace, sorted by name.
   std::vector<PosixQueueStat> ListQueues() const;
@@ -86,13 +83,13 @@ class PosixQueueCalls {
   void WriteLimit(const std::string& name, int64_t value) const;
 
  private:
-  // The detached mqueue mount of the session's namespace: made on first use, on the session thread.
-  int MountFd() const;
-  int OpenQueueFile(const std::string& name, int flags) const;
+  // A detached mount of the session's namespace's mqueue filesystem, made on the session thread for one
+  // call and closed after it: a mount left open would keep the namespace (and its queues) alive.
+  int OpenMount() const;
+  int OpenQueueFile(int mount, const std::string& name, int flags) const;
   PosixQueueStat StatOpenQueue(const std::string& name, int fd) const;
   int64_t ReadLimit(const std::string& name) const;
   std::string QueueLabel(const std::string& name) const;
 
   const NamespaceTarget& target_;
-  mutable int mountFd_ = -1;
 };
