@@ -59,6 +59,21 @@ function humanBytes(bytes: number): string {
   return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
 }
 
+/** The stream that carries a --json document (stdout, or stderr for `save -o -`), once an action has chosen it. */
+let jsonStream: NodeJS.WritableStream | undefined;
+
+/** Writes one --json document (docs/JSON.md): JSON.stringify, indented, one trailing newline. */
+function writeJson(stream: NodeJS.WritableStream, document: unknown): void {
+  stream.write(`${JSON.stringify(document, null, 2)}\n`);
+}
+
+/** The error document of a failed --json command (docs/schema/error.schema.json). */
+function errorDocument(error: unknown): { error: { code: string; message: string; errno?: number; syscall?: string; offset?: number } } {
+  if (!(error instanceof IpcCkptError)) return { error: { code: 'E_INTERNAL', message: error instanceof Error ? error.message : String(error) } };
+  const { code, message, errno, syscall, offset } = error;
+  return { error: { code, message, ...(errno === undefined ? {} : { errno }), ...(syscall === undefined ? {} : { syscall }), ...(offset === undefined ? {} : { offset }) } };
+}
+
 type ProgressCallback = (p: { messagesDone: number; messagesTotal: number }) => void;
 
 /** A progress bar on stderr for large work on a terminal; nothing otherwise. */
@@ -110,16 +125,19 @@ export function buildProgram(): Command {
       .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
       .option('--quiescent', 'assert that nothing sends or receives on the POSIX queues during the save (instead of --freeze): their messages are taken and put back')
       .option('--strict-v16', 'refuse what the v16 layout cannot hold (message types beyond 2^31-1, POSIX queues) instead of widening the record')
-      .option('-q, --quiet', 'no progress bar and no summary line'), 'save'),
-  ).action(async (flags: TargetFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean }) => {
+      .option('-q, --quiet', 'no progress bar and no summary line')
+      .option('--json', 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)'), 'save'),
+  ).action(async (flags: TargetFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
     if (flags.output === '-' && process.stdout.isTTY) {
       throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
     }
-    const bar = progressBar('save', flags.quiet ?? false);
+    if (flags.json) jsonStream = flags.output === '-' ? process.stderr : process.stdout;
+    const bar = progressBar('save', (flags.quiet || flags.json) ?? false);
     try {
       const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, strictV16: flags.strictV16, onProgress: bar.onProgress });
       bar.stop();
-      if (!flags.quiet) {
+      if (jsonStream) writeJson(jsonStream, summary);
+      else if (!flags.quiet) {
         const where = flags.output === '-' ? 'stdout' : flags.output;
         const extra = [summary.retries ? `${summary.retries} re-copied after changes` : '', summary.secondWaits ? `waited ${summary.secondWaits} time(s) for the next second (queues had just changed)` : '', summary.msgmaxRaised ? 'msgmax raised for the copy and put back' : ''].filter(Boolean);
         const posix = summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : '';
@@ -138,14 +156,17 @@ export function buildProgram(): Command {
       .option('--dry-run', 'validate the image, print the plan, change nothing')
       .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
       .option('--strict-v16', 'refuse images that use the widened message record')
-      .option('-q, --quiet', 'no progress bar and no summary line'), 'restore'),
-  ).action(async (flags: TargetFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean }) => {
+      .option('-q, --quiet', 'no progress bar and no summary line')
+      .option('--json', 'the summary (with the plan) as one JSON document on stdout'), 'restore'),
+  ).action(async (flags: TargetFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
     if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
-    const bar = progressBar('restore', flags.quiet ?? false);
+    if (flags.json) jsonStream = process.stdout;
+    const bar = progressBar('restore', (flags.quiet || flags.json) ?? false);
     try {
       const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, onProgress: bar.onProgress });
       bar.stop();
-      if (flags.dryRun) printPlan(summary);
+      if (jsonStream) writeJson(jsonStream, summary);
+      else if (flags.dryRun) printPlan(summary);
       else if (!flags.quiet) {
         process.stderr.write(
           `restored ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)}${summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : ''} into ${summary.plan.target} in ${summary.seconds.toFixed(2)} s; ` +
@@ -165,6 +186,7 @@ export function buildProgram(): Command {
     .option('--messages', "add each message's type, size and body (base64 in JSON, a preview in the table)")
     .action(async (file: string, flags: { json?: boolean; messages?: boolean }) => {
       if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
+      if (flags.json) jsonStream = process.stdout;
       const source = await openImageSource(file);
       try {
         const report = await inspect(source.read(), { messages: flags.messages });
@@ -180,15 +202,21 @@ export function buildProgram(): Command {
       .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
       .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
       .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni or the POSIX limits (after restore --keep-limits)')
-      .option('--quiescent', 'assert that nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back'), 'compare'),
-  ).action(async (flags: TargetFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; quiescent?: boolean }) => {
+      .option('--quiescent', 'assert that nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back')
+      .option('--json', 'the result as one JSON document on stdout (exit 1 still means different)'), 'compare'),
+  ).action(async (flags: TargetFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; quiescent?: boolean; json?: boolean }) => {
+    if (flags.json) jsonStream = process.stdout;
     const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly });
+    if (!result.equal) process.exitCode = EXIT_FAILURE;
+    if (jsonStream) {
+      writeJson(jsonStream, result);
+      return;
+    }
     const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}`;
     if (result.equal) {
       process.stdout.write(`equal: ${result.queues} queue(s), ${result.messages} message(s); ${skipped}\n`);
     } else {
       process.stdout.write(`different:\n  ${result.differences.join('\n  ')}\n${skipped}\n`);
-      process.exitCode = EXIT_FAILURE;
     }
   });
 
@@ -198,8 +226,9 @@ export function buildProgram(): Command {
       .description('say whether this kernel and these privileges can save and restore (exit 0 when both can)')
       .option('--json', 'the findings as JSON'),
   ).action(async (flags: TargetFlags & { json?: boolean }) => {
+    if (flags.json) jsonStream = process.stdout;
     const result = await check(targetOf(flags));
-    if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    if (jsonStream) writeJson(jsonStream, result);
     else {
       for (const f of result.findings) process.stdout.write(`${f.status.padEnd(4)} ${f.subject}: ${f.text}\n`);
       process.stdout.write(`save: ${result.canSave ? 'can work' : 'cannot work'}; restore: ${result.canRestore ? 'can work' : 'cannot work'}\n`);
@@ -217,6 +246,7 @@ export async function main(argv: string[]): Promise<number> {
     if (error.code !== 'EPIPE') throw error;
   });
   const program = buildProgram();
+  jsonStream = undefined;
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
@@ -224,6 +254,11 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       // --help and --version end through here too, with exit code 0.
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    // With --json a failure is one error document on the JSON stream (and the text line too, unless that stream is stderr).
+    if (jsonStream && !(error instanceof IpcCkptError && error.code === 'E_USAGE')) {
+      writeJson(jsonStream, errorDocument(error));
+      if (jsonStream === process.stderr) return EXIT_FAILURE;
     }
     if (error instanceof IpcCkptError) {
       process.stderr.write(`ipc-ckpt: ${error.message}${error.code.startsWith('E_') ? '' : ` [${error.code}]`}\n`);

@@ -14,6 +14,7 @@ export type IpcCkptCode =
   | 'E_VERIFY' // the namespace differs from the image
   | 'E_FREEZE' // the cgroup freezer could not be used
   | 'E_OUTPUT'
+  | 'E_ADDON' // no addon fits this machine and none was built
   | 'E_INTERNAL';
 
 export interface IpcCkptErrorOptions {

@@ -1,6 +1,7 @@
 // The native addon's surface, declared once: everything in lib/ talks to this interface.
 // The addon makes the system calls and knows nothing of the image format.
 import * as path from 'node:path';
+import { IpcCkptError } from './errors';
 import { PACKAGE_ROOT } from './package-info';
 
 /** Every field of one queue's msqid64_ds, as MSG_STAT_ANY / IPC_STAT report it. */
@@ -239,19 +240,47 @@ export interface NativeBinding {
 /** Environment variable naming a custom-built addon file, e.g. the cmake-js build. */
 export const ADDON_PATH_ENV = 'IPC_CKPT_ADDON';
 
+// node-gyp-build ships no types; resolve() is the part used: the path of the build or prebuild that fits.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const nodeGypBuild = require('node-gyp-build') as { resolve(packageRoot: string): string };
+
+/** How to get an addon where the prebuild does not fit (README "Install"). */
+const BUILD_FROM_SOURCE =
+  'build it with `npm rebuild --build-from-source ipc-ckpt` (needs g++, make and python3; npm 11 also needs `npm pkg set allowScripts.ipc-ckpt=true --json`)';
+
 let loaded: NativeBinding | undefined;
 
-/** The addon file loadNative() loads: $IPC_CKPT_ADDON when set, else node-gyp's build/Release. */
-export function addonFile(): string {
+/**
+ * The addon file loadNative() loads: $IPC_CKPT_ADDON when set; else, as node-gyp-build finds it, a local
+ * compile (build/Release, made by `npm install --build-from-source` or a clone's `npm ci`) before the prebuild
+ * that fits this platform, arch and libc (prebuilds/linux-x64/ipc-ckpt.glibc.node in the published package).
+ */
+export function addonFile(packageRoot: string = PACKAGE_ROOT): string {
   const override = process.env[ADDON_PATH_ENV];
-  return override ? path.resolve(override) : path.join(PACKAGE_ROOT, 'build', 'Release', 'ipc_ckpt.node');
+  if (override) return path.resolve(override);
+  try {
+    return nodeGypBuild.resolve(packageRoot);
+  } catch (error) {
+    throw new IpcCkptError('E_ADDON', `no ipc-ckpt addon fits this machine (${process.platform}-${process.arch}) and none was built: ${BUILD_FROM_SOURCE}, or set ${ADDON_PATH_ENV}`, { cause: error });
+  }
+}
+
+/** dlopen's reason without require's stack of modules. */
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0];
 }
 
 /** Loads the addon once (see addonFile). */
 export function loadNative(): NativeBinding {
   if (!loaded) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    loaded = require(addonFile()) as NativeBinding;
+    const file = addonFile();
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      loaded = require(file) as NativeBinding;
+    } catch (error) {
+      // A prebuild needs glibc >= 2.34 and libstdc++ of GCC >= 12; an older system must build from source.
+      throw new IpcCkptError('E_ADDON', `cannot load the ipc-ckpt addon ${file}: ${firstLine(error)}; ${BUILD_FROM_SOURCE}`, { cause: error });
+    }
   }
   return loaded;
 }

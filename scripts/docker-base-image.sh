@@ -2,15 +2,24 @@
 # Makes the local base image for offline image builds (no image registry is reachable): the files of the host's
 # own installed Debian packages that node 20 (with npm and its headers), g++, make and python3 need, plus a shell,
 # packed with tar and loaded with `docker import`. Takes well under a minute; skipped when the image is current.
-# Usage: scripts/docker-base-image.sh [REPOSITORY]   prints the image reference (REPOSITORY:KEY) on stdout.
+# Usage: scripts/docker-base-image.sh [--no-toolchain] [REPOSITORY]   prints the image reference (REPOSITORY:KEY) on stdout.
+#   --no-toolchain: without g++, make and python3 (a consumer's slim machine: the install tests prove that the published
+#   package needs none of them); its default REPOSITORY is ipc-ckpt-local/node-runtime-base.
 # The tag KEY is a digest of the chosen packages (names, versions) and the packed paths: a host upgrade makes a new base.
 set -euo pipefail
 
-readonly REPOSITORY=${1:-ipc-ckpt-local/node-build-base}
 # What the image must run: the tool (node; nsenter and sh for its rollback guardian), its build (npm, node-gyp:
 # python3, make, g++) and shell scripts, as the official node images have them.
-readonly ROOT_PACKAGES=(nodejs g++ make python3 base-files base-passwd bash dash coreutils debianutils diffutils util-linux
+RUNTIME_PACKAGES=(nodejs base-files base-passwd bash dash coreutils debianutils diffutils util-linux
   findutils grep sed tar gzip libc-bin ca-certificates)
+if [ "${1:-}" = --no-toolchain ]; then
+  shift
+  readonly REPOSITORY=${1:-ipc-ckpt-local/node-runtime-base}
+  readonly ROOT_PACKAGES=("${RUNTIME_PACKAGES[@]}")
+else
+  readonly REPOSITORY=${1:-ipc-ckpt-local/node-build-base}
+  readonly ROOT_PACKAGES=("${RUNTIME_PACKAGES[@]}" g++ make python3)
+fi
 
 log() { echo "docker-base-image: $*" >&2; }
 

@@ -10,8 +10,13 @@ const repositoryRoot = path.resolve(__dirname, '..', '..');
 
 /** The oracle's image: the static msgq-tool alone, FROM scratch. */
 export const MSGQ_TOOL_IMAGE = 'ipc-ckpt-test/msgq-tool:latest';
+/**
+ * Appended to the names of the images built from this tree (the engine is shared: a developer sets e.g. -i15 so
+ * that another tree's build does not replace the image under a running test).
+ */
+const IMAGE_SUFFIX = process.env.IPC_CKPT_TEST_IMAGE_SUFFIX ?? '';
 /** ipc-ckpt's own image, built from the top-level Dockerfile. */
-export const TOOL_IMAGE = 'ipc-ckpt-test/ipc-ckpt:latest';
+export const TOOL_IMAGE = `ipc-ckpt-test/ipc-ckpt${IMAGE_SUFFIX}:latest`;
 /**
  * `docker run` options that let ipc-ckpt's image reach another container's IPC namespace: the host's /proc
  * (--pid=host), opening another process's ns file (SYS_PTRACE), setns and msg_next_id (SYS_ADMIN), IPC_STAT of
@@ -84,14 +89,21 @@ export function buildMsgqToolImage(): string {
  * else the offline base that scripts/docker-base-image.sh makes from the host's packages.
  */
 export function buildToolImage(): string {
-  const base =
-    process.env.IPC_CKPT_TEST_BASE_IMAGE ??
-    execFileSync('bash', [path.join(repositoryRoot, 'scripts/docker-base-image.sh')], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }).trim();
+  const base = process.env.IPC_CKPT_TEST_BASE_IMAGE ?? buildBaseImage('toolchain');
   docker('build', '-q', '--build-arg', `BASE_IMAGE=${base}`, '-t', TOOL_IMAGE, repositoryRoot);
   return TOOL_IMAGE;
+}
+
+/**
+ * The offline base from the host's packages (scripts/docker-base-image.sh): with node, npm, g++, make and python3,
+ * or with 'no-toolchain' node and npm but no C/C++ compiler and no make (a consumer's slim machine).
+ */
+export function buildBaseImage(kind: 'toolchain' | 'no-toolchain'): string {
+  const args = kind === 'toolchain' ? [] : ['--no-toolchain', `ipc-ckpt-local/node-runtime-base${IMAGE_SUFFIX}`];
+  return execFileSync('bash', [path.join(repositoryRoot, 'scripts/docker-base-image.sh'), ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }).trim();
 }
 
 /** A running container started by a test; remove() is safe to call twice. */

@@ -190,8 +190,10 @@ describe('native namespace session', () => {
     expect(JSON.parse(output)).toEqual({ open: 1, collected: 0 });
   });
 
-  it('loads the addon the loader names (IPC_CKPT_ADDON or build/Release)', () => {
-    const expected = process.env.IPC_CKPT_ADDON ? path.resolve(process.env.IPC_CKPT_ADDON) : expect.stringMatching(/build\/Release\/ipc_ckpt\.node$/);
+  it('loads the addon the loader names (IPC_CKPT_ADDON, else build/Release or the glibc prebuild)', () => {
+    const expected = process.env.IPC_CKPT_ADDON
+      ? path.resolve(process.env.IPC_CKPT_ADDON)
+      : expect.stringMatching(/(build\/Release\/ipc_ckpt|prebuilds\/linux-x64\/ipc-ckpt\.glibc)\.node$/);
     expect(addonFile()).toEqual(expected);
   });
 });
