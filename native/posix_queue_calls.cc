@@ -368,12 +368,14 @@ void PosixQueueCalls::CreateQueue(const CreatePosixQueueRequest& request) const 
     if (openErrno == ENOSPC) hint = " (the namespace's queues_max is reached)";
     throw ErrnoError(error.code(), openErrno, error.syscall(), error.what() + hint);
   }
-  // The exact mode, whatever the umask; the owner again, in case a setgid rule chose another group.
-  if (fchmod(queue, request.mode & 07777) != 0 || fchown(queue, request.uid, request.gid) != 0) {
+  // The owner again (a setgid rule may have chosen another group), then the exact mode whatever the
+  // umask: in this order, since a chown clears the set-id bits.
+  const bool owned = fchown(queue, request.uid, request.gid) == 0;
+  if (!owned || fchmod(queue, request.mode & 07777) != 0) {
     const int errnum = errno;
     close(queue);
     mq_unlink(path.c_str());
-    throw ErrnoError::FromErrno(errnum, "fchmod", doing + " (set its mode and owner; the queue was removed again)");
+    throw ErrnoError::FromErrno(errnum, owned ? "fchmod" : "fchown", doing + " (set its owner and mode; the queue was removed again)");
   }
   close(queue);
 }
