@@ -2,7 +2,8 @@
 // --freeze, restored into a fresh namespace, received there by an application (test/fixtures/mq-tool.c)
 // in exactly the original order with the same bytes; what cannot be put back unchanged is refused.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import Ajv2020 from 'ajv/dist/2020';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { TestNamespace } from '../support/namespace';
@@ -198,6 +199,34 @@ test('restore finds a POSIX queue name already present before any change, and ro
     const failed = runCli(['restore', '--ns', target.path, '-i', image], { env: { IPC_CKPT_TEST_FAULT: 'after-posix-queue:1' } });
     expect(failed.status).toBe(1);
     expect(queueInodes(target.path)).toBe('');
+  } finally {
+    await source.destroy();
+    await target.destroy();
+  }
+});
+
+test('--json documents with POSIX queues match the documented schema (save, restore --dry-run, inspect --messages)', async () => {
+  const schema = JSON.parse(readFileSync(path.resolve(__dirname, '../../docs/schema/ipc-ckpt.schema.json'), 'utf8')) as { $id: string };
+  const ajv = new Ajv2020({ allErrors: true });
+  ajv.addSchema(schema);
+  const valid = (kind: string, text: string) => {
+    const validate = ajv.getSchema(`${schema.$id}#/$defs/${kind}`)!;
+    const document = JSON.parse(text) as Record<string, unknown>;
+    if (!validate(document)) throw new Error(`${kind}: ${ajv.errorsText(validate.errors)}`);
+    return document;
+  };
+  const source = await TestNamespace.create();
+  const target = await TestNamespace.create();
+  try {
+    setLimits(source.path, { msg_max: 20 });
+    mqTool(source.path, 'create', 'j', 20, 16, '640');
+    mqTool(source.path, 'send', 'j', 4, 16, 1);
+    const image = path.join(dir, 'json.img');
+    expect(valid('save', runCli(['save', '--ns', source.path, '--quiescent', '-o', image, '--json']).stdout)).toMatchObject({ posixQueues: 1, posixMessages: 1 });
+    const plan = valid('restore', runCli(['restore', '--ns', target.path, '-i', image, '--dry-run', '--json']).stdout) as { plan: { posix: { during: unknown[]; queues: unknown[] } } };
+    expect(plan.plan.posix.during).toEqual([{ name: 'msg_max', from: 10, to: 20 }]);
+    const report = valid('inspect', runCli(['inspect', '--json', '--messages', image]).stdout) as { posix: { queues: Array<{ messages: Array<{ priority: number; body: string }> }> } };
+    expect(report.posix.queues[0].messages.map((m) => [m.priority, Buffer.from(m.body, 'base64').toString('hex')])).toEqual([[4, patternHex(16, 1)]]);
   } finally {
     await source.destroy();
     await target.destroy();
