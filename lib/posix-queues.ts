@@ -111,11 +111,11 @@ export class PosixQueueSaver {
     if (!this.needed) return;
     const encoder = new PosixSectionEncoder(this.options.strictV16);
     await write(encoder.section(this.limits, this.queues.length));
+    const saved: PosixQueueRecord[] = [];
     for (const listed of this.queues) {
+      let record = posixRecordFromStat(listed);
       if (listed.curmsgs === 0) {
-        const stat = await this.ns.listPosixQueues().then((all) => all.find((q) => q.name === listed.name));
-        if (!stat || stat.curmsgs !== 0) throw torn(listed.name, this.targetLabel, stat ? 'messages arrived' : 'it was removed');
-        await write(encoder.queue(posixRecordFromStat(stat)));
+        await write(encoder.queue(record));
       } else {
         const taken = await this.ns.takePosixMessages(listed.name);
         const { before, after } = taken;
@@ -123,14 +123,24 @@ export class PosixQueueSaver {
         if (taken.count !== before.curmsgs || bodyBytes !== before.qsize || after.curmsgs !== before.curmsgs || after.qsize !== before.qsize || after.notifyPid !== 0) {
           throw torn(listed.name, this.targetLabel, `it held ${before.curmsgs} messages (${before.qsize} bytes) before the copy, ${taken.count} (${bodyBytes} bytes) were taken and put back, it holds ${after.curmsgs} (${after.qsize} bytes) after`);
         }
-        const record = posixRecordFromStat(before);
+        record = posixRecordFromStat(before);
         await write(encoder.queue(record));
         await write(encoder.messagesFromPacked(record, taken.data, taken.count));
         this.summary.messages += taken.count;
         this.summary.messageBytes += bodyBytes;
       }
+      saved.push(record);
       this.summary.queues++;
     }
+    // One listing at the end: every queue still as saved, none created or removed meanwhile.
+    const now = new Map((await this.ns.listPosixQueues()).map((q) => [q.name, posixRecordFromStat(q)]));
+    for (const record of saved) {
+      const current = now.get(record.name);
+      if (!current) throw torn(record.name, this.targetLabel, 'it was removed');
+      if (JSON.stringify(current) !== JSON.stringify(record)) throw torn(record.name, this.targetLabel, 'its attributes or message count changed');
+      now.delete(record.name);
+    }
+    for (const name of now.keys()) throw torn(name, this.targetLabel, 'it was created during the save');
   }
 }
 
