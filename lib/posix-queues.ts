@@ -49,6 +49,18 @@ export function posixRecordFromStat(stat: PosixQueueStat): PosixQueueRecord {
   return { name: stat.name, mode: stat.mode, ...posixOwnerForImage(stat), maxmsg: stat.maxmsg, msgsize: stat.msgsize, curmsgs: stat.curmsgs, qsize: stat.qsize };
 }
 
+/** The namespace's POSIX queues; a refused mqueue mount (no CAP_SYS_ADMIN) says how to go without them. */
+async function listOrAdvise(ns: NativeNamespace, targetLabel: string): Promise<PosixQueueStat[]> {
+  try {
+    return await ns.listPosixQueues();
+  } catch (error) {
+    if (error instanceof IpcCkptError && (error.code === 'EPERM' || error.code === 'EACCES')) {
+      error.message += `; the POSIX queues of ${targetLabel} cannot be listed without CAP_SYS_ADMIN: give --sysv-only to leave them out`;
+    }
+    throw error;
+  }
+}
+
 function label(name: string): string {
   return `POSIX queue '/${name}'`;
 }
@@ -81,7 +93,7 @@ export class PosixQueueSaver {
 
   /** Lists the queues and refuses, before anything is taken, what cannot be saved exactly. */
   async prepare(): Promise<void> {
-    this.queues = await this.ns.listPosixQueues();
+    this.queues = await listOrAdvise(this.ns, this.targetLabel);
     this.limits = posixLimitsFromNative(await this.ns.readMqueueLimits());
     const withMessages = this.queues.filter((q) => q.curmsgs > 0);
     if (this.options.strictV16 && this.queues.length > 0) {
@@ -303,7 +315,7 @@ export class PosixQueueComparison {
   ) {}
 
   async prepare(): Promise<void> {
-    this.live = new Map((await this.ns.listPosixQueues()).map((q) => [q.name, q]));
+    this.live = new Map((await listOrAdvise(this.ns, this.targetLabel)).map((q) => [q.name, q]));
   }
 
   async onEvent(event: PosixImageEvent): Promise<void> {
@@ -371,7 +383,7 @@ export class PosixQueueComparison {
 
 
 /** `check`'s finding on POSIX queues: the namespace's mqueue filesystem can be reached and its limits read. */
-export async function posixCheckFinding(ns: NativeNamespace): Promise<{ status: 'ok' | 'fail'; subject: string; text: string; blocks?: Array<'save' | 'restore'> }> {
+export async function posixCheckFinding(ns: NativeNamespace): Promise<{ status: 'ok' | 'note'; subject: string; text: string }> {
   try {
     const queues = await ns.listPosixQueues();
     const limits = await ns.readMqueueLimits();
@@ -384,6 +396,7 @@ export async function posixCheckFinding(ns: NativeNamespace): Promise<{ status: 
         MQUEUE_LIMIT_NAMES.map((name) => `${name} ${limits[name]}`).join(', '),
     };
   } catch (error) {
-    return { status: 'fail', subject: 'mqueue', text: `cannot reach the namespace's POSIX queues: ${(error as Error).message}`, blocks: ['save', 'restore'] };
+    // Only POSIX queues are out of reach: SysV queues still work, with --sysv-only.
+    return { status: 'note', subject: 'mqueue', text: `cannot reach the namespace's POSIX queues (${(error as Error).message}): save and verify work with --sysv-only` };
   }
 }
