@@ -111,7 +111,7 @@ function printPlan(summary: RestoreSummary): void {
 
 export function buildProgram(): Command {
   const program = new Command('ipc-ckpt')
-    .description('Checkpoint and restore the SysV message queues of a Linux IPC namespace (v16 image format).')
+    .description('Checkpoint and restore the SysV and POSIX message queues of a Linux IPC namespace (v16 image format).')
     .version(PACKAGE_VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -120,7 +120,7 @@ export function buildProgram(): Command {
   addTargetOptions(
     addSelectionOptions(program
       .command('save')
-      .description('save every message queue of an IPC namespace into an image (non-destructive: uses MSG_COPY)')
+      .description('save every message queue of an IPC namespace into an image (SysV: non-destructive, MSG_COPY; POSIX: each message taken and put back, with --freeze or --quiescent)')
       .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal)", '-')
       .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
       .option('--quiescent', 'assert that nothing sends or receives on the POSIX queues during the save (instead of --freeze): their messages are taken and put back')
