@@ -1,6 +1,8 @@
 // check: can this kernel, with these privileges, save and restore the target namespace?
 import { IpcCkptError } from './errors';
+import { describeUnmapped, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
+import type { NativeNamespace } from './native';
 import { resolveTarget, Target } from './target';
 import { posixCheckFinding } from './posix-queues';
 
@@ -69,13 +71,51 @@ export async function check(target?: Target): Promise<CheckResult> {
         ? { status: 'ok', subject: 'CAP_SYS_RESOURCE', text: 'present: qbytes above msgmnb are set directly' }
         : { status: 'note', subject: 'CAP_SYS_RESOURCE', text: "missing: a queue whose qbytes exceeds the target's msgmnb is restored by raising msgmnb in the target for the duration of the restore, then putting it back" },
     );
-    const sysctls = await ns.readSysctls();
-    findings.push({ status: 'ok', subject: 'limits', text: `msgmax ${sysctls.msgmax}, msgmnb ${sysctls.msgmnb}, msgmni ${sysctls.msgmni} (readable and, with the privileges above, writable for the duration of a save or restore)` });
+    let ids: NamespaceIds | undefined;
+    try {
+      ids = await namespaceIdsOf(ns, resolved.label);
+      findings.push({ status: 'ok', subject: 'user namespace', text: ids.ownUserNamespace ? "the IPC namespace belongs to ipc-ckpt's own user namespace: uid/gid/cuid/cgid are saved and restored as they are" : `the IPC namespace is owned by ${ids.describe()}: uid/gid/cuid/cgid are saved as the namespace sees them and restored through the target's own map` });
+    } catch (error) {
+      if (!(error instanceof IpcCkptError)) throw error;
+      findings.push({ status: 'fail', subject: 'user namespace', text: `cannot tell which user namespace owns ${resolved.label}, so ids cannot be translated: ${error.message}`, blocks: ['save', 'restore'] });
+    }
+    if (ids) findings.push(...(await idFindings(ns, ids)), await limitsFinding(ns, ids));
     findings.push(await posixCheckFinding(ns));
   } finally {
     await ns.close();
   }
   return summarize(findings);
+}
+
+/** Queues whose owner or creator the namespace cannot see: a save refuses them (the image would lose them). */
+async function idFindings(ns: NativeNamespace, ids: NamespaceIds): Promise<CheckFinding[]> {
+  if (ids.ownUserNamespace) return [];
+  const unmapped = (await ns.listQueues())
+    .map((q) => ({ q, missing: ids.namespaceView({ uid: q.uid, gid: q.gid, cuid: q.cuid, cgid: q.cgid }).unmapped }))
+    .filter(({ missing }) => missing.length > 0);
+  if (unmapped.length === 0) return [{ status: 'ok', subject: 'queue ids', text: 'every queue\'s owner and creator are mapped in the namespace\'s user namespace' }];
+  const list = unmapped.slice(0, 5).map(({ q, missing }) => `queue ${q.id}: host ${describeUnmapped(missing)}`).join('; ');
+  return [{ status: 'fail', subject: 'queue ids', text: `${unmapped.length} queue(s) have ids the namespace does not map (it sees the overflow id), so save refuses them: ${list}${unmapped.length > 5 ? '; ...' : ''}`, blocks: ['save'] }];
+}
+
+/** Whether msgmax/msgmnb/msgmni can really be written, tried with the ids a save or restore would use. */
+async function limitsFinding(ns: NativeNamespace, ids: NamespaceIds): Promise<CheckFinding> {
+  const sysctls = await ns.readSysctls();
+  const values = `msgmax ${sysctls.msgmax}, msgmnb ${sysctls.msgmnb}, msgmni ${sysctls.msgmni}`;
+  const writer = ids.limitWriter;
+  const as = writer ? ` as uid ${writer.uid} gid ${writer.gid}, the namespace's own root (its user namespace lets no other euid write them)` : '';
+  const refused: string[] = [];
+  for (const name of ['msgmax', 'msgmnb', 'msgmni'] as const) {
+    const errno = await ns.sysctlWritable(name, writer);
+    if (errno !== 0) refused.push(`${name} (errno ${errno})`);
+  }
+  if (refused.length === 0) return { status: 'ok', subject: 'limits', text: `${values}: writable${as} on the namespace thread, for the duration of a save or restore` };
+  return {
+    status: 'fail',
+    subject: 'limits',
+    text: `${values}: ${refused.join(', ')} cannot be opened for writing${as}. A save still works unless a message exceeds msgmax; a restore only with --keep-limits of an image that needs nothing raised`,
+    blocks: ['restore'],
+  };
 }
 
 function summarize(findings: CheckFinding[]): CheckResult {

@@ -97,7 +97,9 @@ function printPlan(summary: RestoreSummary): void {
   const lines = [`plan for ${plan.target}${summary.dryRun ? ' (dry run: nothing is changed)' : ''}:`];
   for (const change of plan.during) lines.push(`  raise ${change.name} ${change.from} -> ${change.to} for the duration`);
   for (const q of plan.queues) {
-    lines.push(`  create queue id ${q.id} key 0x${q.key.toString(16).padStart(8, '0')} mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} creator ${q.cuid}:${q.cgid} qbytes ${q.qbytes}, send ${q.messages} message(s) (${humanBytes(q.messageBytes)})`);
+    const { host } = q;
+    const hostIds = host.uid !== q.uid || host.gid !== q.gid || host.cuid !== q.cuid || host.cgid !== q.cgid ? ` (host ids ${host.uid}:${host.gid} creator ${host.cuid}:${host.cgid})` : '';
+    lines.push(`  create queue id ${q.id} key 0x${q.key.toString(16).padStart(8, '0')} mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} creator ${q.cuid}:${q.cgid}${hostIds} qbytes ${q.qbytes}, send ${q.messages} message(s) (${humanBytes(q.messageBytes)})`);
   }
   for (const change of plan.posix?.during ?? []) lines.push(`  raise ${change.name} ${change.from} -> ${change.to} for the duration`);
   for (const q of plan.posix?.queues ?? []) {
@@ -124,7 +126,7 @@ export function buildProgram(): Command {
       .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal)", '-')
       .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
       .option('--quiescent', 'assert that nothing sends or receives on the POSIX queues during the save (instead of --freeze): their messages are taken and put back')
-      .option('--strict-v16', 'refuse what the v16 layout cannot hold (message types beyond 2^31-1, POSIX queues) instead of widening the record')
+      .option('--strict-v16', 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, write host ids without the id-mapping record, and refuse POSIX queues')
       .option('-q, --quiet', 'no progress bar and no summary line')
       .option('--json', 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)'), 'save'),
   ).action(async (flags: TargetFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
@@ -155,7 +157,7 @@ export function buildProgram(): Command {
       .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
       .option('--dry-run', 'validate the image, print the plan, change nothing')
       .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
-      .option('--strict-v16', 'refuse images that use the widened message record')
+      .option('--strict-v16', 'refuse images that use the widened message record or the id-mapping record')
       .option('-q, --quiet', 'no progress bar and no summary line')
       .option('--json', 'the summary (with the plan) as one JSON document on stdout'), 'restore'),
   ).action(async (flags: TargetFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
@@ -212,7 +214,7 @@ export function buildProgram(): Command {
       writeJson(jsonStream, result);
       return;
     }
-    const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}`;
+    const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}; ${result.idView}`;
     if (result.equal) {
       process.stdout.write(`equal: ${result.queues} queue(s), ${result.messages} message(s); ${skipped}\n`);
     } else {

@@ -8,7 +8,8 @@ export type IpcCkptCode =
   | 'E_IMAGE_CORRUPT' // bytes that do not decode, or fail the integrity check
   | 'E_IMAGE_UNSUPPORTED' // a valid image this build or this host cannot take (arch, strict v16)
   | 'E_IMAGE_LIMIT' // a count or size beyond what the kernel allows
-  | 'E_CONFLICT' // the target already holds an id or key the image needs
+  | 'E_CONFLICT' // the target already holds an id or key the image needs, or lacks a mapping for one of its uids/gids
+  | 'E_UNMAPPED_ID' // a queue's uid/gid has no mapping in the user namespace that owns the saved namespace
   | 'E_ID_MISMATCH' // the kernel gave another id than the one asked for
   | 'E_TORN' // a queue kept changing while it was copied
   | 'E_VERIFY' // the namespace differs from the image

@@ -12,4 +12,4 @@ export type { InspectReport } from './inspect';
 export { IpcCkptError } from './errors';
 export type { IpcCkptCode } from './errors';
 export type { Target } from './target';
-export type { ImageHeader, NamespaceLimits, QueueRecord, MessageRecord } from './image/model';
+export type { ImageHeader, ImageIdMapping, IdExtent, NamespaceLimits, QueueRecord, MessageRecord } from './image/model';

@@ -1,7 +1,8 @@
 // Reads an image (verifying all of it) into a plain JSON-able report, and prints it as JSON or a table.
 import { decodeImage, type DecoderOptions, type ImageInput } from './image/decoder';
 import { ARCH_S390X, ARCH_X86_32, ARCH_X86_64, CHECKPOINT_VERSION, INT32_MAX, RecordType } from './image/layout';
-import type { QueueRecord } from './image/model';
+import type { ImageIdMapping, QueueRecord } from './image/model';
+import { formatIdMap } from './id-mapping';
 import { unpackMessages } from './image/packed';
 import { IpcCkptError } from './errors';
 import { unpackPosixMessages } from './image/posix-queues';
@@ -74,6 +75,8 @@ export interface InspectReport {
     semCtlOpm: number;
     semCtlMni: number;
   };
+  /** How the queues' uid/gid/cuid/cgid read: 'namespace' (the saved namespace's own view, with its maps) or 'host' (no id-mapping record). */
+  ids: { view: 'namespace' | 'host'; text: string; mapping?: ImageIdMapping };
   totals: { queues: number; messages: number; messageBytes: number };
   queues: InspectQueue[];
   integrity: { algorithm: 'SHA-256'; recordType: number; digest: string; verified: true };
@@ -142,6 +145,14 @@ function queueReport(queue: QueueRecord, offset: number): InspectQueue {
   };
 }
 
+function idsReport(idMapping: ImageIdMapping | undefined): InspectReport['ids'] {
+  if (idMapping === undefined) return { view: 'host', text: 'host ids as the saving host saw them (no id-mapping record)' };
+  const where = idMapping.ownUserNamespace
+    ? "as the saved namespace saw them (it belonged to the saving ipc-ckpt's own user namespace)"
+    : `as the saved namespace saw them inside its user namespace (uid_map ${formatIdMap(idMapping.uid)}; gid_map ${formatIdMap(idMapping.gid)})`;
+  return { view: 'namespace', text: where, mapping: idMapping };
+}
+
 /** Decodes and verifies a whole image into a report; any defect throws the decoder's IpcCkptError. */
 export async function inspect(input: ImageInput, options: InspectOptions = {}): Promise<InspectReport> {
   // Each batch is unpacked (and bodies base64-encoded) before the next is asked for, so one buffer serves all.
@@ -152,6 +163,7 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
   let messageBytes = 0;
   let wideTypes = false;
   let posix: InspectPosix | undefined;
+  let idMapping: ImageIdMapping | undefined;
   for await (const event of decodeImage(input, decoderOptions)) {
     switch (event.kind) {
       case 'header': {
@@ -169,6 +181,9 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
         report.limits = { ...limits, shmCtlmax: limits.shmCtlmax.toString(), shmCtlall: limits.shmCtlall.toString() };
         break;
       }
+      case 'idMapping':
+        idMapping = event.idMapping;
+        break;
       case 'section':
         break;
       case 'queue':
@@ -215,7 +230,7 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
           format: {
             name: IMAGE_FORMAT_NAME,
             revision: CHECKPOINT_VERSION,
-            extensions: ['integrity-sha256', ...(wideTypes ? ['wide-m_type'] : []), ...(posix ? ['posix-mqueue'] : [])],
+            extensions: ['integrity-sha256', ...(wideTypes ? ['wide-m_type'] : []), ...(idMapping ? ['id-mapping'] : []), ...(posix ? ['posix-mqueue'] : [])],
             bytes: event.imageBytes,
           },
           kernel,
@@ -223,6 +238,7 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
           time,
           uflags,
           limits,
+          ids: idsReport(idMapping),
           totals: { queues: queues.length, messages: messageCount, messageBytes },
           queues,
           integrity: { algorithm: 'SHA-256', recordType: RecordType.INTEGRITY, digest: event.digest.toString('hex'), verified: true },
@@ -273,6 +289,7 @@ export function formatInspectTable(report: InspectReport, options: TableOptions 
       `shmmax ${limits.shmCtlmax}, shmall ${limits.shmCtlall}, shmmni ${limits.shmCtlmni}; ` +
       `sem ${limits.semCtlMsl} ${limits.semCtlMns} ${limits.semCtlOpm} ${limits.semCtlMni}`,
     `integrity: ${report.integrity.algorithm} ${report.integrity.digest} (verified)`,
+    `ids:       ${report.ids.text}`,
     `queues:    ${report.totals.queues}, messages ${report.totals.messages}, ${report.totals.messageBytes} bytes`,
   ];
   if (report.posix) lines.push(...posixTableLines(report.posix, options));

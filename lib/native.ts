@@ -91,6 +91,27 @@ export interface SetQueueRequest {
   qbytes: number;
 }
 
+/** The effective ids a sysctl write is made with on the namespace thread (only it takes them, for that write). */
+export interface SysctlWriter {
+  uid: number;
+  gid: number;
+}
+
+/** The user namespace that owns the session's IPC namespace (ioctl NS_GET_USERNS on the IPC namespace itself). */
+export interface OwningUserNamespace {
+  /** st_dev and st_ino of the user namespace's nsfs file, as decimal strings. */
+  device: string;
+  inode: string;
+  /** It is ipc-ckpt's own user namespace: ids need no translation and the maps are left empty. */
+  callerOwn: boolean;
+  /** /proc/PID/uid_map and gid_map of the user namespace ("INSIDE OUTSIDE COUNT" lines), outside ids as ipc-ckpt sees them. */
+  uidMap: string;
+  gidMap: string;
+  /** 'own'; 'process': read from a process living there (mapPid); 'child': no process lives there, so a short-lived child of the namespace thread joined it (mapPid). */
+  mapSource: 'own' | 'process' | 'child';
+  mapPid: number;
+}
+
 /** Findings of the kernel and privilege probe behind `ipc-ckpt check`. */
 export interface NamespaceProbe {
   /** msgrcv(MSG_COPY) is compiled in (CONFIG_CHECKPOINT_RESTORE): errno of the probe, 0 = available. */
@@ -179,7 +200,12 @@ export interface NativeNamespace {
    */
   copyMessages(id: number, first: number, maxCount: number, maxBytes: number, bufferSize: number): Promise<CopiedBatch>;
   readSysctls(): Promise<IpcSysctls>;
-  writeSysctl(name: MsgSysctlName, value: number): Promise<void>;
+  /** With `as`, the namespace thread takes those effective ids for the open and the write (a user-namespaced target's limits need its root). */
+  writeSysctl(name: MsgSysctlName, value: number, as?: SysctlWriter): Promise<void>;
+  /** Opens the sysctl for writing (as `as`, when given) without writing: resolves to 0 when it may be written, else the errno. */
+  sysctlWritable(name: MsgSysctlName, as?: SysctlWriter): Promise<number>;
+  /** The user namespace that owns this IPC namespace and its maps. */
+  userNamespace(): Promise<OwningUserNamespace>;
   /** msg_next_id = id, then msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid; fails (and removes what it made) if the id obtained differs. Resolves to the id. */
   createQueue(request: CreateQueueRequest): Promise<number>;
   /** IPC_SET of owner, mode and qbytes. */

@@ -1,6 +1,7 @@
 // Namespace limits changed for the duration of one operation and always put back: by putBack() on
 // every normal path, and by the rollback guardian if this process dies first.
-import type { MsgSysctlName, NativeNamespace } from './native';
+import { namespaceIdsOf } from './id-mapping';
+import type { MsgSysctlName, NativeNamespace, SysctlWriter } from './native';
 import { RollbackGuardian } from './rollback-guardian';
 import type { ResolvedTarget } from './target';
 
@@ -23,12 +24,19 @@ export class RaisedSysctls {
     return this.originals.size > 0;
   }
 
+  /** Who writes `name`: a user-namespaced target lets only its own root write the limits (msg_next_id needs no switch). */
+  private async writerFor(name: MsgSysctlName): Promise<SysctlWriter | undefined> {
+    if (name === 'msg_next_id') return undefined;
+    return (await namespaceIdsOf(this.ns, this.target.label)).limitWriter;
+  }
+
   /** Sets name to value; `current` is its value now, remembered as the original the first time. */
   async set(name: MsgSysctlName, value: number, current: number): Promise<void> {
     const first = !this.originals.has(name);
+    const writer = await this.writerFor(name);
     // The guardian learns the original before the write: we may die right after it.
-    if (first) await this.guardian.registerSysctl(name, current);
-    await this.ns.writeSysctl(name, value);
+    if (first) await this.guardian.registerSysctl(name, current, writer && { writeAsUid: writer.uid, writeAsGid: writer.gid });
+    await this.ns.writeSysctl(name, value, writer);
     if (first) this.originals.set(name, current);
   }
 
@@ -37,7 +45,7 @@ export class RaisedSysctls {
     const problems: string[] = [];
     for (const [name, value] of [...this.originals].reverse()) {
       try {
-        await this.ns.writeSysctl(name, value);
+        await this.ns.writeSysctl(name, value, await this.writerFor(name));
       } catch (error) {
         problems.push(`${name} back to ${value}: ${(error as Error).message}`);
       }

@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 import { IpcCkptError } from './errors';
 import { decodeImage, verifyImage } from './image/decoder';
 import { INT32_MAX, IPCMNI } from './image/layout';
-import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
+import type { ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from './image/model';
+import { describeUnmapped, imageIdsToHost, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
 import { MsgSysctlName, IpcSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
@@ -40,6 +41,8 @@ export interface ImageQueue {
 export interface ImageSummary {
   header: ImageHeader;
   limits: NamespaceLimits;
+  /** Present when the image's ids are namespace-relative (the id-mapping record). */
+  idMapping?: ImageIdMapping;
   queues: ImageQueue[];
   digest: string;
   /** The POSIX section (ipc-ckpt extension), when the image has one. */
@@ -52,9 +55,18 @@ export interface SysctlChange {
   to: number;
 }
 
+/** A queue's owner and creator ids. */
+export interface QueueIds {
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+}
+
 export interface RestorePlan {
   target: string;
-  queues: Array<{ id: number; key: number; mode: number; uid: number; gid: number; cuid: number; cgid: number; qbytes: number; messages: number; messageBytes: number }>;
+  /** uid/gid/cuid/cgid as the image holds them (the namespace's own view); `host` as the kernel takes them. */
+  queues: Array<{ id: number; key: number; mode: number; uid: number; gid: number; cuid: number; cgid: number; host: QueueIds; qbytes: number; messages: number; messageBytes: number }>;
   /** Raised for the duration of the restore, then set to `final`. */
   during: SysctlChange[];
   /** The namespace's limits once restored. */
@@ -89,6 +101,7 @@ export async function summarizeImage(source: ImageSource, strictV16 = false): Pr
   return {
     header: verified.header,
     limits: verified.limits,
+    idMapping: verified.idMapping,
     // The decoder checked that q_qnum and q_cbytes match the messages that follow.
     queues: verified.queues.map(({ queue, largestMessageBytes }) => ({ record: queue, messages: Number(queue.qnum), messageBytes: Number(queue.cbytes), largestMessage: largestMessageBytes })),
     digest: verified.digest.toString('hex'),
@@ -102,9 +115,22 @@ function imageLimit(limits: NamespaceLimits, name: (typeof LIMIT_NAMES)[number])
   return name === 'msgmax' ? limits.msgCtlmax : name === 'msgmnb' ? limits.msgCtlmnb : limits.msgCtlmni;
 }
 
+/** The host ids a queue of the image is created and owned with in the target; unmapped ones are left as they are. */
+function hostIdsOf(record: QueueRecord, image: ImageSummary, ids: NamespaceIds) {
+  const { uid, gid, cuid, cgid } = record;
+  return imageIdsToHost(ids, { uid, gid, cuid, cgid }, image.idMapping);
+}
+
 /** Decides every change before the first one is made; conflicts are all found here. */
-export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: IpcSysctls, target: ResolvedTarget, keepLimits: boolean): RestorePlan {
+export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: IpcSysctls, target: ResolvedTarget, keepLimits: boolean, ids: NamespaceIds): RestorePlan {
   const conflicts: string[] = [];
+  for (const { record } of image.queues) {
+    const { unmapped } = hostIdsOf(record, image, ids);
+    if (unmapped.length > 0) {
+      const view = image.idMapping ? 'as the saved namespace saw them' : 'host ids: the image has no id-mapping record';
+      conflicts.push(`id ${record.id} (key 0x${record.key.toString(16).padStart(8, '0')}): ${describeUnmapped(unmapped)} (${view}) have no mapping in ${ids.describe()}, the owner of ${target.label}`);
+    }
+  }
   const byIndex = new Map(existing.map((q) => [q.index, q]));
   const byKey = new Map(existing.filter((q) => q.key !== 0).map((q) => [q.key, q]));
   for (const { record } of image.queues) {
@@ -147,6 +173,7 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
       gid: q.record.gid,
       cuid: q.record.cuid,
       cgid: q.record.cgid,
+      host: hostIdsOf(q.record, image, ids).ids,
       qbytes: Number(q.record.qbytes),
       messages: q.messages,
       messageBytes: q.messageBytes,
@@ -171,6 +198,7 @@ class RestoreRun {
   private readonly created: number[] = [];
   readonly sysctls: RaisedSysctls;
   private posix: PosixQueueRestorer | undefined;
+  private plan: RestorePlan | undefined;
   messages = 0;
   messageBytes = 0;
 
@@ -195,6 +223,7 @@ class RestoreRun {
   }
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
+    this.plan = plan;
     for (const change of plan.during) await this.setSysctl(change);
     const sysv = queueSelection(this.options) !== 'posix';
     if (plan.posix) this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan.posix);
@@ -213,7 +242,7 @@ class RestoreRun {
         if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
           await sending;
           sending = undefined;
-          if (queue) await this.finishQueue(queue);
+          if (queue) await this.finishQueue(queue, this.hostIds(index));
           queue = undefined;
           await this.posix?.apply(event);
         } else if (!sysv && (event.kind === 'queue' || event.kind === 'messages')) {
@@ -221,9 +250,9 @@ class RestoreRun {
         } else if (event.kind === 'queue') {
           await sending;
           sending = undefined;
-          if (queue) await this.finishQueue(queue);
+          if (queue) await this.finishQueue(queue, this.hostIds(index));
           queue = image.queues[++index];
-          await this.createQueue(queue, event.queue);
+          await this.createQueue(queue, event.queue, this.hostIds(index));
         } else if (event.kind === 'messages' && queue) {
           await sending;
           const bodyBytes = event.packed.length - event.count * PACKED_MESSAGE_HEADER_BYTES;
@@ -237,20 +266,27 @@ class RestoreRun {
       await sending?.catch(() => undefined);
       throw error;
     }
-    if (queue) await this.finishQueue(queue);
+    if (queue) await this.finishQueue(queue, this.hostIds(index));
     if (index !== image.queues.length - 1) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
     for (const change of plan.final) await this.setSysctl(change);
     await this.posix?.finish();
     if (sysv) await this.checkCreated(image);
   }
 
-  private async createQueue(queue: ImageQueue | undefined, record: QueueRecord): Promise<void> {
+  /** The plan's host ids of the index-th queue (translated and checked before any change). */
+  private hostIds(index: number): QueueIds {
+    const planned = this.plan?.queues[index];
+    if (!planned) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
+    return planned.host;
+  }
+
+  private async createQueue(queue: ImageQueue | undefined, record: QueueRecord, host: QueueIds): Promise<void> {
     if (!queue || queue.record.id !== record.id) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
     // Registered before msgget: a kill between the two must not leave the queue behind.
     await this.guardian.registerQueue(record.id, record.key);
     let id: number;
     try {
-      id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: record.cuid, cgid: record.cgid });
+      id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: host.cuid, cgid: host.cgid });
     } catch (error) {
       // Not ours (taken meanwhile, or removed by the addon on an id mismatch): the guardian must not remove it.
       await this.guardian.forgetQueue(record.id);
@@ -258,21 +294,21 @@ class RestoreRun {
     }
     this.created.push(id);
     injectedFault(this.created.length);
-    await this.ns.setQueue(id, { uid: record.uid, gid: record.gid, mode: record.mode, qbytes: sendingQbytes(queue) });
+    await this.ns.setQueue(id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: sendingQbytes(queue) });
   }
 
-  private async finishQueue(queue: ImageQueue): Promise<void> {
+  private async finishQueue(queue: ImageQueue, host: QueueIds): Promise<void> {
     const { record } = queue;
     if (sendingQbytes(queue) !== Number(record.qbytes)) {
-      await this.ns.setQueue(record.id, { uid: record.uid, gid: record.gid, mode: record.mode, qbytes: Number(record.qbytes) });
+      await this.ns.setQueue(record.id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: Number(record.qbytes) });
     }
   }
 
   /** Every created queue holds what the image says, field by restorable field. */
   private async checkCreated(image: ImageSummary): Promise<void> {
-    for (const { record, messages, messageBytes } of image.queues) {
+    for (const [index, { record, messages, messageBytes }] of image.queues.entries()) {
       const stat = await this.ns.statQueue(record.id);
-      const expected = { key: record.key, uid: record.uid, gid: record.gid, cuid: record.cuid, cgid: record.cgid, mode: record.mode, qbytes: Number(record.qbytes), qnum: messages, cbytes: messageBytes };
+      const expected = { key: record.key, ...this.hostIds(index), mode: record.mode, qbytes: Number(record.qbytes), qnum: messages, cbytes: messageBytes };
       for (const [field, value] of Object.entries(expected)) {
         const got = stat[field as keyof QueueStat];
         if (got !== value) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} has ${field} ${String(got)}, the image says ${value}`);
@@ -307,7 +343,7 @@ export async function restore(target: Target | undefined, input: string | Readab
     try {
       const selection = queueSelection(options);
       const sysvImage = selection === 'posix' ? { ...image, queues: [] } : image;
-      const plan = planRestore(sysvImage, await ns.listQueues(), await ns.readSysctls(), resolved, selection === 'posix' || (options.keepLimits ?? false));
+      const plan = planRestore(sysvImage, await ns.listQueues(), await ns.readSysctls(), resolved, selection === 'posix' || (options.keepLimits ?? false), await namespaceIdsOf(ns, resolved.label));
       if (selection !== 'sysv' && image.posix) {
         plan.posix = planPosixRestore(image.posix, await ns.listPosixQueues(), await ns.readMqueueLimits(), options.keepLimits ?? false);
         plan.conflicts.push(...plan.posix.conflicts);

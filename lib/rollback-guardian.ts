@@ -6,8 +6,9 @@ import { IpcCkptError } from './errors';
 import type { MsgSysctlName } from './native';
 import type { ResolvedTarget } from './target';
 
-// Reads "file VALUE PATH" / "queue ID KEY" / "forget ID" registrations and acks each; "done" ends it
-// quietly; EOF (we died) removes the queues and writes every registered file back, newest first.
+// Reads "file VALUE PATH" / "fileas UID:GID VALUE PATH" / "queue ID KEY" / "forget ID" registrations and
+// acks each; "done" ends it quietly; EOF (we died) removes the queues and writes every registered file
+// back, newest first (a fileas one with that euid/egid, via setpriv).
 const GUARDIAN_SCRIPT = `
 trap '' INT TERM HUP PIPE
 files=''
@@ -16,7 +17,8 @@ mqueues=''
 n=0
 while read -r verb value rest; do
   case "$verb" in
-    file) n=$((n+1)); eval "value_$n=\\$value; path_$n=\\$rest"; files="$n $files" ;;
+    file) n=$((n+1)); eval "value_$n=\\$value; path_$n=\\$rest; as_$n="; files="$n $files" ;;
+    fileas) n=$((n+1)); eval "as_$n=\\$value; value_$n=\\\${rest%% *}; path_$n=\\\${rest#* }"; files="$n $files" ;;
     queue) queues="$value $queues"; eval "key_$value=\\$rest" ;;
     forget) queues=$(echo " $queues " | sed "s/ $value / /") ;;
     mqueue) mqueues="$value $mqueues" ;;
@@ -36,9 +38,23 @@ done
 for octal in $mqueues; do
   unshare --mount sh -c 'mount -t mqueue none /tmp && rm -f -- "/tmp/$1"' sh "$(printf "$octal")" 2>/dev/null
 done
-for i in $files; do eval "printf '%s\\n' \\"\\$value_$i\\" > \\"\\$path_$i\\""; done
+for i in $files; do
+  eval "as=\\$as_$i; value=\\$value_$i; path=\\$path_$i"
+  if [ -n "$as" ]; then
+    # tee, not sh: dash drops an euid that differs from the real uid.
+    printf '%s\\n' "$value" | setpriv --keep-groups --egid="\${as#*:}" --euid="\${as%%:*}" tee "$path" >/dev/null
+  else
+    printf '%s\\n' "$value" > "$path"
+  fi
+done
 exit 0
 `;
+
+/** The effective ids the guardian writes a file back with (default: its own, root's). */
+export interface FileRestoreOptions {
+  writeAsUid?: number;
+  writeAsGid?: number;
+}
 
 /** A queue name as printf octal escapes: one shell word whatever bytes the name holds. */
 function octalEscaped(name: string): string {
@@ -78,15 +94,22 @@ export class RollbackGuardian {
     }
   }
 
-  /** Call before changing a file such as a sysctl or a freezer state: the guardian writes the value back if we die. */
-  registerFileRestore(filePath: string, originalValue: string): Promise<void> {
+  /**
+   * Call before changing a file such as a sysctl or a freezer state: the guardian writes the value back if we die,
+   * with options.writeAsUid/writeAsGid as its effective ids when given (a user-namespaced target's limits need its root).
+   */
+  registerFileRestore(filePath: string, originalValue: string, options: FileRestoreOptions = {}): Promise<void> {
     if (/\s/.test(originalValue) || filePath.includes('\n')) throw new IpcCkptError('E_INTERNAL', `cannot guard ${filePath}`);
-    return this.send(`file ${originalValue} ${filePath}`);
+    const { writeAsUid, writeAsGid } = options;
+    if (writeAsUid === undefined && writeAsGid === undefined) return this.send(`file ${originalValue} ${filePath}`);
+    const uid = Math.trunc(writeAsUid ?? process.geteuid?.() ?? 0);
+    const gid = Math.trunc(writeAsGid ?? process.getegid?.() ?? 0);
+    return this.send(`fileas ${uid}:${gid} ${originalValue} ${filePath}`);
   }
 
-  /** The guardian puts a sysctl of the namespace back if we die. */
-  registerSysctl(name: MsgSysctlName, originalValue: number): Promise<void> {
-    return this.registerFileRestore(`/proc/sys/kernel/${name}`, String(Math.trunc(originalValue)));
+  /** The guardian puts a sysctl of the namespace back if we die (as writeAsUid/writeAsGid when given). */
+  registerSysctl(name: MsgSysctlName, originalValue: number, options: FileRestoreOptions = {}): Promise<void> {
+    return this.registerFileRestore(`/proc/sys/kernel/${name}`, String(Math.trunc(originalValue)), options);
   }
 
   /** Call before a queue is created: if we die, the guardian removes the queue with this id and key. */

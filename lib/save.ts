@@ -8,6 +8,7 @@ import { ARCH_X86_64 } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
 import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
+import { describeUnmapped, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
 import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat, IpcSysctls } from './native';
 import { RaisedSysctls } from './raised-sysctls';
@@ -114,6 +115,19 @@ export function queueRecordFromStat(stat: QueueStat): QueueRecord {
   };
 }
 
+/**
+ * The queue's ids as the image holds them: the namespace's own view (and the id-mapping record says so),
+ * or host ids in a strict v16 image, which has no such record. An id the namespace cannot see is refused.
+ */
+export function queueRecordInImageView(record: QueueRecord, ids: NamespaceIds, strictV16: boolean, label: string): QueueRecord {
+  if (strictV16) return record;
+  const { ids: view, unmapped } = ids.namespaceView(record);
+  if (unmapped.length > 0) {
+    throw new IpcCkptError('E_UNMAPPED_ID', `queue ${record.id} (key 0x${record.key.toString(16)}) in ${label} has host ${describeUnmapped(unmapped)}, which the user namespace that owns it, ${ids.describe()}, does not map: the namespace sees it as the overflow id. Give the queue a mapped owner (msgctl IPC_SET), or save with --strict-v16 to keep host ids`);
+  }
+  return view;
+}
+
 export function limitsFromSysctls(sysctls: IpcSysctls): NamespaceLimits {
   return {
     shmCtlmax: sysctls.shmmax,
@@ -157,6 +171,7 @@ class SaveRun {
   private originalMsgmax: number | undefined;
   private currentMsgmax = 0;
   private copyBufferSize = MIN_COPY_BUFFER;
+  private ids: NamespaceIds | undefined;
   readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '', posixQueues: 0, posixMessages: 0 };
   private progress: SaveProgress = { queuesDone: 0, queuesTotal: 0, messagesDone: 0, messagesTotal: 0 };
   /** The POSIX half (lib/posix-queues.ts); undefined with --sysv-only. */
@@ -177,6 +192,7 @@ class SaveRun {
   }
 
   async saveNamespace(): Promise<void> {
+    this.ids = await namespaceIdsOf(this.ns, this.target.label);
     for (let attempt = 1; ; attempt++) {
       const start = this.output.mark();
       const sysctls = await this.ns.readSysctls();
@@ -186,6 +202,7 @@ class SaveRun {
       this.progress = { queuesDone: 0, queuesTotal: queues.length, messagesDone: 0, messagesTotal: queues.reduce((n, q) => n + q.qnum, 0) };
       await this.output.write(this.encoder.header(hostHeader(BigInt(Math.floor(Date.now() / 1000)))));
       await this.output.write(this.encoder.limits(limits));
+      if (!this.options.strictV16) await this.output.write(this.encoder.idMapping(this.ids.imageMapping));
       await this.output.write(this.encoder.msgSection(queues.length));
       try {
         for (const listed of queues) await this.saveQueue(listed);
@@ -263,7 +280,8 @@ class SaveRun {
       throw new QueueChanged('it changed within the second its copy began', (startSecond + 1) * 1000 + 5);
     }
     if (stat.qnum > 0) this.copyBufferSize = Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, stat.cbytes / stat.qnum))));
-    await this.output.write(this.encoder.queue(queueRecordFromStat(stat)));
+    if (!this.ids) throw new IpcCkptError('E_INTERNAL', 'queue copied before the namespace ids were read');
+    await this.output.write(this.encoder.queue(queueRecordInImageView(queueRecordFromStat(stat), this.ids, this.options.strictV16 === true, this.target.label)));
     let copied = 0;
     let copiedBytes = 0;
     let last: Buffer | undefined;

@@ -2,7 +2,8 @@
 // It reads the image once and copies each live queue (MSG_COPY) side by side with it.
 import type { Readable } from 'node:stream';
 import { decodeImage } from './image/decoder';
-import type { NamespaceLimits, QueueRecord } from './image/model';
+import type { ImageIdMapping, NamespaceLimits, QueueRecord } from './image/model';
+import { describeUnmapped, imageIdsInNamespaceView, namespaceIdsOf } from './id-mapping';
 import { openImageSource } from './image-input';
 import { openNamespace } from './namespace';
 import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
@@ -30,6 +31,8 @@ export interface VerifyResult {
   messages: number;
   /** Saved fields that a restore cannot set, so verify does not compare them. */
   skippedFields: readonly string[];
+  /** How uid/gid/cuid/cgid are compared and shown: as the target namespace sees them. */
+  idView: string;
 }
 
 /** Stop listing after this many differences: the first ones say enough. */
@@ -120,11 +123,14 @@ export async function verify(target: Target | undefined, input: string | Readabl
   const ns = await openNamespace(resolved);
   const differences: string[] = [];
   const raised = new RaisedSysctls(ns, resolved);
-  const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS };
+  const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS, idView: '' };
   const selection = queueSelection(options);
   const posix = selection === 'sysv' ? undefined : new PosixQueueComparison(ns, resolved.label, differences, options);
   try {
     await posix?.prepare();
+    const ids = await namespaceIdsOf(ns, resolved.label);
+    result.idView = ids.ownUserNamespace ? 'ids as the namespace sees them (it belongs to ipc-ckpt\'s own user namespace)' : `ids as the namespace sees them, through ${ids.describe()}`;
+    let idMapping: ImageIdMapping | undefined;
     const live = new Map<number, QueueStat>(selection === 'posix' ? [] : (await ns.listQueues()).map((q) => [q.id, q]));
     const sysctls = await ns.readSysctls();
     let msgmax = sysctls.msgmax;
@@ -144,23 +150,32 @@ export async function verify(target: Target | undefined, input: string | Readabl
         continue;
       } else if (event.kind === 'limits' && !options.ignoreLimits) {
         compareLimits(event.limits, sysctls, differences);
+      } else if (event.kind === 'idMapping') {
+        idMapping = event.idMapping;
       } else if (event.kind === 'queue') {
         await comparison?.finish();
         result.queues++;
-        const stat = live.get(event.queue.id);
+        const hostStat = live.get(event.queue.id);
         live.delete(event.queue.id);
-        if (!stat) {
+        if (!hostStat) {
           differences.push(`queue ${event.queue.id} (key 0x${event.queue.key.toString(16)}) is in the image but not in ${resolved.label}`);
           comparison = undefined;
           continue;
         }
+        // Both sides as the namespace sees them; an id it cannot see is a difference of its own.
+        const liveIds = ids.namespaceView({ uid: hostStat.uid, gid: hostStat.gid, cuid: hostStat.cuid, cgid: hostStat.cgid });
+        const imageIds = imageIdsInNamespaceView(ids, { uid: event.queue.uid, gid: event.queue.gid, cuid: event.queue.cuid, cgid: event.queue.cgid }, idMapping);
+        if (liveIds.unmapped.length > 0) differences.push(`queue ${event.queue.id}: host ${describeUnmapped(liveIds.unmapped)} of the live queue ${liveIds.unmapped.length > 1 ? 'are' : 'is'} not mapped in ${ids.userNamespace}`);
+        if (imageIds.unmapped.length > 0) differences.push(`queue ${event.queue.id}: the image's host ${describeUnmapped(imageIds.unmapped)} ${imageIds.unmapped.length > 1 ? 'are' : 'is'} not mapped in ${ids.userNamespace}`);
+        const stat = { ...hostStat, ...liveIds.ids };
+        const record = { ...event.queue, ...imageIds.ids };
         for (const field of COMPARED_FIELDS) {
-          if (stat[field] !== recordValue(event.queue, field)) {
+          if (stat[field] !== recordValue(record, field)) {
             const show = (v: number) => (field === 'mode' ? `0${v.toString(8)}` : field === 'key' ? `0x${v.toString(16)}` : String(v));
-            differences.push(`queue ${event.queue.id}: ${field} is ${show(stat[field])}, the image has ${show(recordValue(event.queue, field))}`);
+            differences.push(`queue ${event.queue.id}: ${field} is ${show(stat[field])}, the image has ${show(recordValue(record, field))}`);
           }
         }
-        comparison = new QueueComparison(ns, event.queue.id, differences, raiseMsgmaxFor(stat));
+        comparison = new QueueComparison(ns, event.queue.id, differences, raiseMsgmaxFor(hostStat));
       } else if (event.kind === 'messages') {
         result.messages += event.count;
         await comparison?.compare(event.packed, event.count);

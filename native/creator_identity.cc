@@ -18,16 +18,16 @@ long SetThreadEffectiveGid(gid_t gid) { return syscall(SYS_setresgid, -1, gid, -
 
 }  // namespace
 
-CreatorIdentity::CreatorIdentity(uid_t uid, gid_t gid, const std::string& where)
+CreatorIdentity::CreatorIdentity(uid_t uid, gid_t gid, const std::string& where, const std::string& role)
     : originalUid_(geteuid()), originalGid_(getegid()) {
   const std::string ids = "uid " + std::to_string(uid) + " gid " + std::to_string(gid);
   if (SetThreadEffectiveGid(gid) != 0) {
-    throw ErrnoError::FromErrno(errno, "setresgid", "switch the session thread to creator " + ids + " " + where);
+    throw ErrnoError::FromErrno(errno, "setresgid", "switch the session thread to " + role + " " + ids + " " + where);
   }
   if (SetThreadEffectiveUid(uid) != 0) {
     const int errnum = errno;
     SetThreadEffectiveGid(originalGid_);
-    throw ErrnoError::FromErrno(errnum, "setresuid", "switch the session thread to creator " + ids + " " + where);
+    throw ErrnoError::FromErrno(errnum, "setresuid", "switch the session thread to " + role + " " + ids + " " + where);
   }
   switched_ = true;
 }

@@ -8,7 +8,8 @@
 class CreatorIdentity {
  public:
   // Switches the calling thread's effective gid, then uid. Throws ErrnoError, with nothing left switched.
-  CreatorIdentity(uid_t uid, gid_t gid, const std::string& where);
+  // role names the ids in error messages ("creator", "namespace root").
+  CreatorIdentity(uid_t uid, gid_t gid, const std::string& where, const std::string& role = "creator");
   // Switches back if Restore() was not called; aborts if it cannot (a thread stuck with foreign ids must not go on).
   ~CreatorIdentity();
   CreatorIdentity(const CreatorIdentity&) = delete;

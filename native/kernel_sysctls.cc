@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "creator_identity.h"
 #include "errno_error.h"
 
 namespace {
@@ -43,15 +44,20 @@ int64_t KernelSysctls::Read(const std::string& name) const {
   return value;
 }
 
-void KernelSysctls::Write(const std::string& name, int64_t value) const {
+void KernelSysctls::Write(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as) const {
   const std::string path = SysctlPath(name);
-  const std::string doing = "write " + std::to_string(value) + " to " + path + " " + target_.where();
+  const std::string asIds = as ? " as uid " + std::to_string(as->uid) + " gid " + std::to_string(as->gid) : "";
+  const std::string doing = "write " + std::to_string(value) + " to " + path + asIds + " " + target_.where();
+  // The kernel checks the writer's euid at open() and again at write(): the ids hold for both.
+  std::optional<CreatorIdentity> writer;
+  if (as) writer.emplace(as->uid, as->gid, target_.where(), "namespace root");
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
   const std::string text = std::to_string(value) + "\n";
   const ssize_t written = write(fd, text.data(), text.size());
   const int writeErrno = errno;
   close(fd);
+  if (writer) writer->Restore();
   if (written < 0) throw ErrnoError::FromErrno(writeErrno, "write", doing);
   if (static_cast<size_t>(written) != text.size()) {
     throw ErrnoError::Project("E_INTERNAL", doing + ": short write of " + std::to_string(written) + " bytes");
@@ -87,4 +93,14 @@ int KernelSysctls::NextIdWritableErrno() const {
   if (fd < 0) return errno;
   close(fd);
   return 0;
+}
+
+int KernelSysctls::WritableErrno(const std::string& name, const std::optional<SysctlWriter>& as) const {
+  std::optional<CreatorIdentity> writer;
+  if (as) writer.emplace(as->uid, as->gid, target_.where(), "namespace root");
+  const int fd = open(SysctlPath(name).c_str(), O_WRONLY | O_CLOEXEC);
+  const int errnum = fd < 0 ? errno : 0;
+  if (fd >= 0) close(fd);
+  if (writer) writer->Restore();
+  return errnum;
 }

@@ -1,7 +1,10 @@
 // The msg sysctls under /proc/sys/kernel, which show the IPC namespace of the calling thread.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "namespace_target.h"
@@ -18,6 +21,13 @@ struct IpcSysctls {
   int64_t sem[4];
 };
 
+// The effective ids a write is made with: a user-namespaced IPC namespace lets only its own root
+// (the host uid its user namespace maps 0 to) write msgmax, msgmnb and msgmni.
+struct SysctlWriter {
+  uid_t uid;
+  gid_t gid;
+};
+
 class KernelSysctls {
  public:
   explicit KernelSysctls(const NamespaceTarget& target) : target_(target) {}
@@ -29,11 +39,14 @@ class KernelSysctls {
   int64_t Read(const std::string& name) const;
   // Whitespace-separated unsigned numbers (shmmax and shmall exceed INT64_MAX; sem holds four).
   void ReadUnsigned(const std::string& name, uint64_t* values, size_t count) const;
-  void Write(const std::string& name, int64_t value) const;
+  // With `as`, only the calling thread takes those effective ids for the open and the write.
+  void Write(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as = std::nullopt) const;
   IpcSysctls ReadLimits() const;
 
   // Opens msg_next_id for writing without writing: 0 when the session may set ids, else the errno.
   int NextIdWritableErrno() const;
+  // Opens <name> for writing (as `as`, when given) without writing: 0 when it may be written, else the errno.
+  int WritableErrno(const std::string& name, const std::optional<SysctlWriter>& as = std::nullopt) const;
 
  private:
   std::string ReadText(const std::string& name) const;

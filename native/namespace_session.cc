@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "owning_user_namespace.h"
+
 namespace {
 
 // 2^53 - 1: the largest integer a JS number holds exactly.
@@ -85,6 +87,22 @@ Napi::Value PackedBytesToJs(Napi::Env env, PackedBatch& packed) {
   return Napi::Buffer<uint8_t>::New(env, bytes, size, [](Napi::Env, uint8_t* data) { free(data); });
 }
 
+// The optional `as` argument of writeSysctl/sysctlWritable: { uid, gid }, or undefined for the session's own ids.
+std::optional<SysctlWriter> WriterArgument(const Napi::CallbackInfo& info, size_t index, const std::string& method) {
+  if (info[index].IsUndefined()) return std::nullopt;
+  const std::string what = method + ": as";
+  return SysctlWriter{static_cast<uid_t>(IntegerField(info.Env(), info[index], "uid", what, 0, kMaxOwnerId)),
+                      static_cast<gid_t>(IntegerField(info.Env(), info[index], "gid", what, 0, kMaxOwnerId))};
+}
+
+std::string MsgSysctlNameArgument(const Napi::CallbackInfo& info, const std::string& method) {
+  const std::string name = StringArgument(info, 0, method + ": name");
+  if (!KernelSysctls::IsMsgSysctl(name)) {
+    throw ArgumentError(info.Env(), method + ": name must be msgmax, msgmnb, msgmni or msg_next_id, got '" + name + "'");
+  }
+  return name;
+}
+
 NamespaceThread::ResultBuilder Undefined() {
   return [](Napi::Env env) { return env.Undefined(); };
 }
@@ -100,6 +118,8 @@ void NamespaceSession::Register(Napi::Env env) {
           InstanceMethod<&NamespaceSession::CopyMessages>("copyMessages"),
           InstanceMethod<&NamespaceSession::ReadSysctls>("readSysctls"),
           InstanceMethod<&NamespaceSession::WriteSysctl>("writeSysctl"),
+          InstanceMethod<&NamespaceSession::SysctlWritable>("sysctlWritable"),
+          InstanceMethod<&NamespaceSession::UserNamespace>("userNamespace"),
           InstanceMethod<&NamespaceSession::CreateQueue>("createQueue"),
           InstanceMethod<&NamespaceSession::SetQueue>("setQueue"),
           InstanceMethod<&NamespaceSession::SendMessages>("sendMessages"),
@@ -252,18 +272,48 @@ Napi::Value NamespaceSession::ReadSysctls(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value NamespaceSession::WriteSysctl(const Napi::CallbackInfo& info) {
-  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
-    const std::string name = StringArgument(info, 0, "writeSysctl: name");
-    if (!KernelSysctls::IsMsgSysctl(name)) {
-      throw ArgumentError(env, "writeSysctl: name must be msgmax, msgmnb, msgmni or msg_next_id, got '" + name + "'");
-    }
+  return RunJob(info, [this, &info](Napi::Env) -> NamespaceThread::JobWork {
+    const std::string name = MsgSysctlNameArgument(info, "writeSysctl");
     const auto value = static_cast<int64_t>(IntegerArgument(info, 1, "writeSysctl: value",
                                                             std::numeric_limits<int32_t>::min(),
                                                             std::numeric_limits<int32_t>::max()));
+    const std::optional<SysctlWriter> as = WriterArgument(info, 2, "writeSysctl");
     const KernelSysctls* sysctls = &sysctls_;
-    return [sysctls, name, value]() -> NamespaceThread::ResultBuilder {
-      sysctls->Write(name, value);
+    return [sysctls, name, value, as]() -> NamespaceThread::ResultBuilder {
+      sysctls->Write(name, value, as);
       return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::SysctlWritable(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env) -> NamespaceThread::JobWork {
+    const std::string name = MsgSysctlNameArgument(info, "sysctlWritable");
+    const std::optional<SysctlWriter> as = WriterArgument(info, 1, "sysctlWritable");
+    const KernelSysctls* sysctls = &sysctls_;
+    return [sysctls, name, as]() -> NamespaceThread::ResultBuilder {
+      const int errnum = sysctls->WritableErrno(name, as);
+      return [errnum](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, errnum); };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::UserNamespace(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const NamespaceTarget* target = &target_;
+    return [target]() -> NamespaceThread::ResultBuilder {
+      auto owner = std::make_shared<OwningUserNamespace>(ReadOwningUserNamespace(*target));
+      return [owner](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        object.Set("device", std::to_string(owner->device));
+        object.Set("inode", std::to_string(owner->inode));
+        object.Set("callerOwn", owner->callerOwn);
+        object.Set("uidMap", owner->uidMap);
+        object.Set("gidMap", owner->gidMap);
+        object.Set("mapSource", owner->mapSource);
+        object.Set("mapPid", owner->mapPid);
+        return object;
+      };
     };
   });
 }

@@ -35,6 +35,8 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value CopyMessages(const Napi::CallbackInfo& info);
   Napi::Value ReadSysctls(const Napi::CallbackInfo& info);
   Napi::Value WriteSysctl(const Napi::CallbackInfo& info);
+  Napi::Value SysctlWritable(const Napi::CallbackInfo& info);
+  Napi::Value UserNamespace(const Napi::CallbackInfo& info);
   Napi::Value CreateQueue(const Napi::CallbackInfo& info);
   Napi::Value SetQueue(const Napi::CallbackInfo& info);
   Napi::Value SendMessages(const Napi::CallbackInfo& info);

@@ -2,7 +2,7 @@
 // Nothing is allocated from a count or length before it is checked; message bodies go straight
 // into packed batches of bounded size.
 import { IpcCkptError } from '../errors';
-import type { Image, ImageHeader, MessageRecord, NamespaceLimits, QueueRecord } from './model';
+import type { IdExtent, Image, ImageHeader, ImageIdMapping, MessageRecord, NamespaceLimits, QueueRecord } from './model';
 import { ByteReader, type ImageInput } from './byte-reader';
 import { PACKED_MESSAGE_HEADER_BYTES, PACKED_SIZE_OFFSET, PACKED_TYPE_OFFSET, unpackMessages } from './packed';
 import {
@@ -12,6 +12,9 @@ import {
   DATALEN_MSG,
   DATALEN_SEG,
   HeaderLayout,
+  ID_MAPPING_MAX_EXTENTS,
+  ID_MAPPING_OWN_USER_NAMESPACE,
+  IdMappingLayout,
   INT32_MAX,
   INTEGRITY_ALGORITHM_SHA256,
   IntegrityLayout,
@@ -32,7 +35,7 @@ import {
   WideMsgMsgLayout,
   describeRecordType,
 } from './layout';
-import { archProblem, limitsProblem, queueCountProblem, queueProblem } from './rules';
+import { archProblem, idMappingProblem, limitsProblem, queueCountProblem, queueProblem } from './rules';
 import { PosixSectionDecoder, unpackPosixMessages, type PosixImageEvent } from './posix-queues';
 import type { PosixSection } from './model';
 
@@ -55,6 +58,8 @@ export const DEFAULT_MESSAGE_BATCH_BYTES = 4 * 1024 * 1024;
 export type ImageEvent =
   | { kind: 'header'; header: ImageHeader; offset: number }
   | { kind: 'limits'; limits: NamespaceLimits; offset: number }
+  /** Only in images whose ids are namespace-relative; right after 'limits'. */
+  | { kind: 'idMapping'; idMapping: ImageIdMapping; offset: number }
   | { kind: 'section'; queueCount: number; offset: number }
   | { kind: 'queue'; queue: QueueRecord; offset: number }
   /** Consecutive messages of the last queue, in the native packed layout; offset is the first one's record. */
@@ -182,6 +187,8 @@ class ImageDecoder {
   async *events(): AsyncGenerator<ImageEvent> {
     yield await this.readHeader();
     yield await this.readLimits();
+    const idMapping = await this.readIdMapping();
+    if (idMapping !== undefined) yield idMapping;
     const section = await this.readSection();
     yield section;
     const keys = new Set<number>();
@@ -278,6 +285,37 @@ class ImageDecoder {
     const problem = limitsProblem(limits);
     if (problem !== undefined) throw corrupt(at, `IPC_NS ${problem}`);
     return { kind: 'limits', limits, offset: at };
+  }
+
+  /** The optional id-mapping record between IPC_NS and the msg section. */
+  private async readIdMapping(): Promise<ImageEvent | undefined> {
+    const at = await this.peekRecord('the IPC (501) section of message queues');
+    if (this.reader.type !== RecordType.ID_MAPPING) return undefined;
+    if (this.strictV16) throw unsupported(at, `the id-mapping record ${describeRecordType(RecordType.ID_MAPPING)} is not v16 and strictV16 is set`);
+    const len = this.reader.len;
+    const most = IdMappingLayout.HEADER_BYTES + 2 * ID_MAPPING_MAX_EXTENTS * IdMappingLayout.EXTENT_BYTES;
+    if (len < IdMappingLayout.HEADER_BYTES || len > most) throw corrupt(at, `ID_MAPPING (${RecordType.ID_MAPPING}) len ${len} is outside ${IdMappingLayout.HEADER_BYTES}..${most}`);
+    await this.need(at, len);
+    const record = this.reader.take(len);
+    const uidCount = record.readUInt16LE(IdMappingLayout.UID_EXTENTS);
+    const gidCount = record.readUInt16LE(IdMappingLayout.GID_EXTENTS);
+    const flags = record.readUInt32LE(IdMappingLayout.FLAGS);
+    const expected = IdMappingLayout.HEADER_BYTES + (uidCount + gidCount) * IdMappingLayout.EXTENT_BYTES;
+    if (len !== expected) throw corrupt(at, `ID_MAPPING len ${len}, its ${uidCount} uid and ${gidCount} gid extents need ${expected}`);
+    if ((flags & ~ID_MAPPING_OWN_USER_NAMESPACE) !== 0) throw corrupt(at, `ID_MAPPING flags 0x${flags.toString(16)} has unknown bits`);
+    const extents: IdExtent[] = [];
+    for (let index = 0; index < uidCount + gidCount; index++) {
+      const base = IdMappingLayout.HEADER_BYTES + index * IdMappingLayout.EXTENT_BYTES;
+      extents.push({
+        inside: record.readUInt32LE(base + IdMappingLayout.EXTENT_INSIDE),
+        outside: record.readUInt32LE(base + IdMappingLayout.EXTENT_OUTSIDE),
+        count: record.readUInt32LE(base + IdMappingLayout.EXTENT_COUNT),
+      });
+    }
+    const idMapping: ImageIdMapping = { ownUserNamespace: (flags & ID_MAPPING_OWN_USER_NAMESPACE) !== 0, uid: extents.slice(0, uidCount), gid: extents.slice(uidCount) };
+    const problem = idMappingProblem(idMapping);
+    if (problem !== undefined) throw corrupt(at, `ID_MAPPING ${problem}`);
+    return { kind: 'idMapping', idMapping, offset: at };
   }
 
   private async readSection(): Promise<{ kind: 'section'; queueCount: number; offset: number }> {
@@ -595,6 +633,8 @@ export async function* decodeImage(input: ImageInput, options: DecoderOptions = 
 export interface ImageSummary {
   header: ImageHeader;
   limits: NamespaceLimits;
+  /** Present when the image's ids are namespace-relative. */
+  idMapping?: ImageIdMapping;
   queues: Array<{ queue: QueueRecord; offset: number; largestMessageBytes: number }>;
   messageCount: number;
   messageBytes: number;
@@ -609,6 +649,7 @@ export interface ImageSummary {
 export async function verifyImage(input: ImageInput, options: DecoderOptions = {}): Promise<ImageSummary> {
   let header: ImageHeader | undefined;
   let limits: NamespaceLimits | undefined;
+  let idMapping: ImageIdMapping | undefined;
   const queues: ImageSummary['queues'] = [];
   let messageCount = 0;
   let messageBytes = 0;
@@ -624,6 +665,9 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
           break;
         case 'limits':
           limits = event.limits;
+          break;
+        case 'idMapping':
+          idMapping = event.idMapping;
           break;
         case 'queue':
           queues.push({ queue: event.queue, offset: event.offset, largestMessageBytes: 0 });
@@ -645,7 +689,7 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
           break;
         case 'end':
           if (header === undefined || limits === undefined) throw new IpcCkptError('E_INTERNAL', 'decoder ended without header or limits');
-          return { header, limits, queues, messageCount, messageBytes, largestMessageBytes, digest: event.digest, imageBytes: event.imageBytes, ...(posix ? { posix } : {}) };
+          return { header, limits, idMapping, queues, messageCount, messageBytes, largestMessageBytes, digest: event.digest, imageBytes: event.imageBytes, ...(posix ? { posix } : {}) };
       }
     }
   } finally {
@@ -663,11 +707,13 @@ export async function decodeImageToMemory(bytes: Uint8Array, options: DecoderOpt
 export async function collectImage(events: AsyncIterable<ImageEvent> | Iterable<ImageEvent>): Promise<Image> {
   let header: ImageHeader | undefined;
   let limits: NamespaceLimits | undefined;
+  let idMapping: ImageIdMapping | undefined;
   const queues: Image['queues'] = [];
   let posix: PosixSection | undefined;
   for await (const event of events) {
     if (event.kind === 'header') header = event.header;
     else if (event.kind === 'limits') limits = event.limits;
+    else if (event.kind === 'idMapping') idMapping = event.idMapping;
     else if (event.kind === 'queue') queues.push({ queue: event.queue, messages: [] });
     else if (event.kind === 'messages') queues[queues.length - 1].messages.push(...unpackMessages(event.packed, event.count));
     else if (event.kind === 'posix-section') posix = { limits: event.limits, queues: [] };
@@ -675,7 +721,7 @@ export async function collectImage(events: AsyncIterable<ImageEvent> | Iterable<
     else if (event.kind === 'posix-messages') posix?.queues[posix.queues.length - 1].messages.push(...unpackPosixMessages(Buffer.from(event.packed), event.count));
     else if (event.kind === 'end') {
       if (header === undefined || limits === undefined) break;
-      return { header, limits, queues, ...(posix ? { posix } : {}) };
+      return { header, limits, ...(idMapping === undefined ? {} : { idMapping }), queues, ...(posix ? { posix } : {}) };
     }
   }
   throw new IpcCkptError('E_INTERNAL', 'decoder stopped without its end event');

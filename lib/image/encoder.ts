@@ -1,6 +1,6 @@
 // Encodes image records, one call per record kind; the caller streams the pieces out and hashes them.
 import { IpcCkptError } from '../errors';
-import type { Image, ImageHeader, MessageRecord, NamespaceLimits, QueueRecord } from './model';
+import type { Image, ImageHeader, ImageIdMapping, MessageRecord, NamespaceLimits, QueueRecord } from './model';
 import { ImageDigest } from './digest';
 import { PACKED_MESSAGE_HEADER_BYTES, PACKED_SIZE_OFFSET, PACKED_TYPE_OFFSET } from './packed';
 import {
@@ -10,6 +10,8 @@ import {
   DATALEN_MSG,
   DATALEN_SEG,
   HeaderLayout,
+  ID_MAPPING_OWN_USER_NAMESPACE,
+  IdMappingLayout,
   INT32_MAX,
   INTEGRITY_ALGORITHM_SHA256,
   IPCMNI,
@@ -30,7 +32,7 @@ import {
   encodedBodyBytes,
 } from './layout';
 import { PosixSectionEncoder } from './posix-queues';
-import { archProblem, headerProblem, limitsProblem, messageSizeProblem, messageTypeProblem, queueCountProblem, queueProblem } from './rules';
+import { archProblem, headerProblem, idMappingProblem, limitsProblem, messageSizeProblem, messageTypeProblem, queueCountProblem, queueProblem } from './rules';
 
 export { ImageDigest };
 
@@ -141,6 +143,26 @@ export class ImageEncoder {
     out.writeInt32LE(limits.semCtlMns, IpcNsLayout.SEM_CTL_MNS);
     out.writeInt32LE(limits.semCtlOpm, IpcNsLayout.SEM_CTL_OPM);
     out.writeInt32LE(limits.semCtlMni, IpcNsLayout.SEM_CTL_MNI);
+    return out;
+  }
+
+  /** The id-mapping record (ipc-ckpt extension, right after IPC_NS): ids are namespace-relative; the maps seen at save. */
+  idMapping(mapping: ImageIdMapping): Buffer {
+    if (this.strictV16) throw new IpcCkptError('E_IMAGE_UNSUPPORTED', 'cannot encode the id-mapping record in strict v16 mode: v16 holds ids as the host sees them');
+    const problem = idMappingProblem(mapping);
+    if (problem !== undefined) throw cannotEncode('the id-mapping record', problem);
+    const extents = [...mapping.uid, ...mapping.gid];
+    const out = Buffer.alloc(IdMappingLayout.HEADER_BYTES + extents.length * IdMappingLayout.EXTENT_BYTES);
+    writeRecordHeader(out, 0, RecordType.ID_MAPPING, out.length);
+    out.writeUInt16LE(mapping.uid.length, IdMappingLayout.UID_EXTENTS);
+    out.writeUInt16LE(mapping.gid.length, IdMappingLayout.GID_EXTENTS);
+    out.writeUInt32LE(mapping.ownUserNamespace ? ID_MAPPING_OWN_USER_NAMESPACE : 0, IdMappingLayout.FLAGS);
+    extents.forEach((extent, index) => {
+      const at = IdMappingLayout.HEADER_BYTES + index * IdMappingLayout.EXTENT_BYTES;
+      out.writeUInt32LE(extent.inside, at + IdMappingLayout.EXTENT_INSIDE);
+      out.writeUInt32LE(extent.outside, at + IdMappingLayout.EXTENT_OUTSIDE);
+      out.writeUInt32LE(extent.count, at + IdMappingLayout.EXTENT_COUNT);
+    });
     return out;
   }
 
@@ -276,7 +298,9 @@ export function encodeImage(image: Image, options: EncoderOptions = {}): Buffer 
   const problem = imageProblem(image);
   if (problem !== undefined) throw cannotEncode('the image', problem);
   const encoder = new ImageEncoder(options);
-  const parts: Buffer[] = [encoder.header(image.header), encoder.limits(image.limits), encoder.msgSection(image.queues.length)];
+  const parts: Buffer[] = [encoder.header(image.header), encoder.limits(image.limits)];
+  if (image.idMapping !== undefined) parts.push(encoder.idMapping(image.idMapping));
+  parts.push(encoder.msgSection(image.queues.length));
   for (const { queue, messages } of image.queues) {
     parts.push(encoder.queue(queue));
     for (const message of messages) parts.push(encoder.message(message));

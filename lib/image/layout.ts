@@ -22,6 +22,8 @@ export const RecordType = {
   TAIL: 9001,
   /** ipc-ckpt extension: SHA-256 of every byte before it (v16 has no checksum). */
   INTEGRITY: 9100,
+  /** ipc-ckpt extension (9110-9119 are issue 11's): ids are the namespace's own view; its uid/gid maps at save. */
+  ID_MAPPING: 9110,
   /** ipc-ckpt extension (9120-9139): POSIX message queues, after the v16 msg section, before INTEGRITY. */
   POSIX_MQ_NS: 9120,
   POSIX_MQ_QUEUE: 9121,
@@ -132,6 +134,25 @@ export const IntegrityLayout = { BYTES: 48, ALGORITHM: 8, DIGEST_LEN: 12, DIGEST
 /** IntegrityLayout.ALGORITHM value for SHA-256. */
 export const INTEGRITY_ALGORITHM_SHA256 = 1;
 export const SHA256_BYTES = 32;
+
+/**
+ * ipc-ckpt's id-mapping record (16 + 12 per extent): u16 uid extents, u16 gid extents, u32 flags,
+ * then the uid extents and the gid extents, each { u32 inside, u32 outside, u32 count }.
+ */
+export const IdMappingLayout = {
+  HEADER_BYTES: 16,
+  UID_EXTENTS: 8,
+  GID_EXTENTS: 10,
+  FLAGS: 12,
+  EXTENT_BYTES: 12,
+  EXTENT_INSIDE: 0,
+  EXTENT_OUTSIDE: 4,
+  EXTENT_COUNT: 8,
+} as const;
+/** IdMappingLayout.FLAGS bit: the saved IPC namespace belonged to the saving ipc-ckpt's own user namespace. */
+export const ID_MAPPING_OWN_USER_NAMESPACE = 1;
+/** The kernel's most extents in one uid_map or gid_map (UID_GID_MAP_MAX_EXTENTS). */
+export const ID_MAPPING_MAX_EXTENTS = 340;
 
 /** Kernel bounds the reader holds every image to. */
 export const IPCMNI = 32768;

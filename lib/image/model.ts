@@ -32,6 +32,25 @@ export interface NamespaceLimits {
   semCtlMni: number;
 }
 
+/** One line of a uid_map or gid_map: ids inside..inside+count-1 are outside..outside+count-1 outside. */
+export interface IdExtent {
+  inside: number;
+  outside: number;
+  count: number;
+}
+
+/**
+ * The id-mapping record: the image's uid/gid/cuid/cgid are the saved namespace's own view (as seen inside
+ * the user namespace that owns it), and these are that user namespace's maps as the saving ipc-ckpt saw them.
+ * An image without it holds ids as the saving host saw them (v16's meaning, and every image before it).
+ */
+export interface ImageIdMapping {
+  /** The saved namespace belonged to the saving ipc-ckpt's own user namespace (the maps are the identity). */
+  ownUserNamespace: boolean;
+  uid: IdExtent[];
+  gid: IdExtent[];
+}
+
 /** One message queue: ckpt_hdr_ipc_msg with its nested perms. */
 export interface QueueRecord {
   /** Full user-visible id (seq * 32768 + index). */
@@ -64,6 +83,8 @@ export interface MessageRecord {
 export interface Image {
   header: ImageHeader;
   limits: NamespaceLimits;
+  /** Present when the ids are namespace-relative (see ImageIdMapping). */
+  idMapping?: ImageIdMapping;
   queues: Array<{ queue: QueueRecord; messages: MessageRecord[] }>;
   /** The POSIX queue section (ipc-ckpt extension); absent in images without one. */
   posix?: PosixSection;

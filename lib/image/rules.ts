@@ -1,8 +1,9 @@
 // The rules a record's fields must meet, shared by the encoder (refuse to write) and the decoder (refuse to read).
 // Each check returns the problem as a phrase, or undefined when the value is acceptable.
-import type { ImageHeader, NamespaceLimits, QueueRecord } from './model';
+import type { IdExtent, ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from './model';
 import {
   ARCH_X86_64,
+  ID_MAPPING_MAX_EXTENTS,
   INT32_MAX,
   IPC_SEQ_MAX,
   IPCMNI,
@@ -119,4 +120,32 @@ export function messageTypeProblem(type: bigint): string | undefined {
 
 export function messageSizeProblem(size: number): string | undefined {
   return isIntegerIn(size, 0, INT32_MAX) ? undefined : `m_ts ${size} is outside 0..${INT32_MAX}`;
+}
+
+/** Ranges of one side of a map overlap: translation would be ambiguous (the kernel refuses such maps). */
+function overlapProblem(name: string, extents: IdExtent[], side: 'inside' | 'outside'): string | undefined {
+  const sorted = [...extents].sort((a, b) => a[side] - b[side]);
+  for (let i = 1; i < sorted.length; i++) {
+    const before = sorted[i - 1];
+    if (before[side] + before.count > sorted[i][side]) return `${name} extents overlap ${side} at ${sorted[i][side]}`;
+  }
+  return undefined;
+}
+
+function extentsProblem(name: string, extents: IdExtent[]): string | undefined {
+  if (!Array.isArray(extents) || extents.length > ID_MAPPING_MAX_EXTENTS) {
+    return `${name} has ${Array.isArray(extents) ? extents.length : 'no'} extents, at most ${ID_MAPPING_MAX_EXTENTS} are allowed`;
+  }
+  for (const [index, extent] of extents.entries()) {
+    const range = `${name} extent ${index} (${extent.inside} ${extent.outside} ${extent.count})`;
+    if (!isIntegerIn(extent.inside, 0, UINT32_MAX) || !isIntegerIn(extent.outside, 0, UINT32_MAX)) return `${range} has an id that is not a u32`;
+    if (!isIntegerIn(extent.count, 1, UINT32_MAX)) return `${range} has a count outside 1..${UINT32_MAX}`;
+    if (extent.inside + extent.count > UINT32_MAX + 1 || extent.outside + extent.count > UINT32_MAX + 1) return `${range} runs past ${UINT32_MAX}`;
+  }
+  return overlapProblem(name, extents, 'inside') ?? overlapProblem(name, extents, 'outside');
+}
+
+/** The id-mapping record's maps: what a kernel uid_map/gid_map may hold. */
+export function idMappingProblem(mapping: ImageIdMapping): string | undefined {
+  return extentsProblem('uid_map', mapping.uid) ?? extentsProblem('gid_map', mapping.gid);
 }
