@@ -125,6 +125,14 @@ async function exercisePosixQueues(ns) {
       header.writeUInt32LE(body.length, 4);
       return [header, body];
     }));
+  // valgrind does not know fsopen/fsmount (ENOSYS there): the POSIX calls run under ASan+UBSan only.
+  try {
+    await ns.listPosixQueues();
+  } catch (error) {
+    if (error.code !== 'ENOSYS') throw error;
+    process.stdout.write('sanitize-exercise: fsopen is not implemented here (valgrind): POSIX queue calls skipped\n');
+    return;
+  }
   const limits = await ns.readMqueueLimits();
   await ns.writeMqueueLimit('msg_max', 20);
   await ns.createPosixQueue({ name: 'exercise', mode: 0o640, uid: 1000, gid: 1001, maxmsg: 20, msgsize: 8192 });
