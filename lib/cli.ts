@@ -1,16 +1,14 @@
 // The ipc-ckpt command line. Exit codes: 0 success, 1 failure, 2 usage error. Images go to
 // stdout only when asked (-o -); progress, summaries and errors go to stderr.
 import { Command, CommanderError, Option } from 'commander';
-import { SingleBar, Presets } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { IpcCkptError } from './errors';
-import { check } from './check';
-import { formatInspectJson, formatInspectTable, inspect } from './inspect';
-import { openImageSource } from './image-input';
 import { PACKAGE_VERSION } from './package-info';
-import { restore, RestoreSummary } from './restore';
-import { save } from './save';
+import type { RestoreSummary } from './restore';
 import type { Target } from './target';
-import { verify } from './verify';
+
+// Each command loads only the modules it runs (`await import` is a require here): a save never
+// compiles restore, inspect, verify or check, and cli-progress loads only for a bar on a terminal.
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -83,6 +81,8 @@ function progressBar(label: string, quiet: boolean): { onProgress: ProgressCallb
   return {
     onProgress: (p) => {
       if (!bar && p.messagesTotal >= PROGRESS_MIN_MESSAGES) {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { SingleBar, Presets } = require('cli-progress') as typeof import('cli-progress');
         bar = new SingleBar({ stream: process.stderr, format: `${label} [{bar}] {percentage}% {value}/{total} messages, eta {eta}s`, hideCursor: true }, Presets.shades_classic);
         bar.start(p.messagesTotal, 0);
       }
@@ -133,6 +133,7 @@ export function buildProgram(): Command {
     if (flags.output === '-' && process.stdout.isTTY) {
       throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
     }
+    const { save } = await import('./save');
     if (flags.json) jsonStream = flags.output === '-' ? process.stderr : process.stdout;
     const bar = progressBar('save', (flags.quiet || flags.json) ?? false);
     try {
@@ -162,6 +163,7 @@ export function buildProgram(): Command {
       .option('--json', 'the summary (with the plan) as one JSON document on stdout'), 'restore'),
   ).action(async (flags: TargetFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
     if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
+    const { restore } = await import('./restore');
     if (flags.json) jsonStream = process.stdout;
     const bar = progressBar('restore', (flags.quiet || flags.json) ?? false);
     try {
@@ -189,6 +191,7 @@ export function buildProgram(): Command {
     .action(async (file: string, flags: { json?: boolean; messages?: boolean }) => {
       if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
       if (flags.json) jsonStream = process.stdout;
+      const [{ openImageSource }, { formatInspectJson, formatInspectTable, inspect }] = await Promise.all([import('./image-input'), import('./inspect')]);
       const source = await openImageSource(file);
       try {
         const report = await inspect(source.read(), { messages: flags.messages });
@@ -208,6 +211,7 @@ export function buildProgram(): Command {
       .option('--json', 'the result as one JSON document on stdout (exit 1 still means different)'), 'compare'),
   ).action(async (flags: TargetFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; quiescent?: boolean; json?: boolean }) => {
     if (flags.json) jsonStream = process.stdout;
+    const { verify } = await import('./verify');
     const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly });
     if (!result.equal) process.exitCode = EXIT_FAILURE;
     if (jsonStream) {
@@ -228,6 +232,7 @@ export function buildProgram(): Command {
       .description('say whether this kernel and these privileges can save and restore (exit 0 when both can)')
       .option('--json', 'the findings as JSON'),
   ).action(async (flags: TargetFlags & { json?: boolean }) => {
+    const { check } = await import('./check');
     if (flags.json) jsonStream = process.stdout;
     const result = await check(targetOf(flags));
     if (jsonStream) writeJson(jsonStream, result);

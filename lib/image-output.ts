@@ -25,6 +25,8 @@ export abstract class ImageOutput {
   protected heldBytes = 0;
   /** Bytes already handed on below the hold (cannot be taken back by a stream). */
   protected flushedPosition = 0;
+  /** A file's write still running while the next bytes are encoded and hashed (one at a time). */
+  private inFlight: Promise<void> | undefined;
 
   write(chunk: Buffer): Promise<void> | void {
     this.digest.update(chunk);
@@ -40,6 +42,7 @@ export abstract class ImageOutput {
 
   /** Drops every byte written since the mark. */
   async rollback(mark: OutputMark): Promise<void> {
+    await this.drain();
     if (mark.position < this.flushedPosition) await this.unflush(mark.position);
     let keep = mark.position - this.flushedPosition;
     const kept: Buffer[] = [];
@@ -69,14 +72,33 @@ export abstract class ImageOutput {
     return this.digest.copy().digest();
   }
 
+  /**
+   * Hands the held bytes on. A seekable output returns once the previous write is done and this one has
+   * started, so the write overlaps with encoding and hashing the next bytes; its failure surfaces at the next call.
+   */
   protected async flushHeld(): Promise<void> {
+    await this.drain();
     if (this.heldBytes === 0) return;
     const chunks = this.held;
     this.held = [];
     const bytes = this.heldBytes;
     this.heldBytes = 0;
-    await this.put(chunks, this.flushedPosition);
+    const position = this.flushedPosition;
     this.flushedPosition += bytes;
+    if (!this.seekable()) {
+      await this.put(chunks, position);
+      return;
+    }
+    this.inFlight = this.put(chunks, position);
+    // Handled here so that a failure waits for drain() instead of ending the process as unhandled.
+    this.inFlight.catch(() => undefined);
+  }
+
+  /** Waits for the write in flight, if any (and throws its failure). */
+  protected async drain(): Promise<void> {
+    const inFlight = this.inFlight;
+    this.inFlight = undefined;
+    await inFlight;
   }
 
   protected abstract flushThreshold(): number;
@@ -163,6 +185,7 @@ export class FileImageOutput extends ImageOutput {
 
   async commit(): Promise<void> {
     await this.flushHeld();
+    await this.drain();
     try {
       await this.handle.truncate(this.position);
       await this.handle.sync();
@@ -182,6 +205,7 @@ export class FileImageOutput extends ImageOutput {
   }
 
   async discard(): Promise<void> {
+    await this.drain().catch(() => undefined);
     await this.handle.close().catch(() => undefined);
     await fs.unlink(this.temporaryPath).catch(() => undefined);
   }

@@ -91,6 +91,108 @@ export interface SetQueueRequest {
   qbytes: number;
 }
 
+/**
+ * One queue of a createQueues batch: explicit creator and owner ids, already in the namespace's own view
+ * (translate before packing). It crosses packed, NEW_QUEUE_FIELDS in this order (see packNewQueues).
+ */
+export interface NewQueueRequest {
+  key: number;
+  /** The exact id wanted: written to msg_next_id just before msgget. */
+  id: number;
+  /** Permission bits, given to msgget and to IPC_SET. */
+  mode: number;
+  /** Creator ids: msgget runs with these effective ids on the namespace thread only. */
+  cuid: number;
+  cgid: number;
+  /** Owner ids and qbytes, set by IPC_SET right after the msgget. */
+  uid: number;
+  gid: number;
+  qbytes: number;
+}
+
+export const NEW_QUEUE_FIELDS = ['id', 'key', 'mode', 'cuid', 'cgid', 'uid', 'gid', 'qbytes'] as const;
+
+/** createQueues requests as the addon takes them: NEW_QUEUE_FIELDS per queue, one float64 each. */
+export function packNewQueues(requests: readonly NewQueueRequest[]): Float64Array {
+  const packed = new Float64Array(requests.length * NEW_QUEUE_FIELDS.length);
+  requests.forEach((r, k) => packed.set([r.id, r.key, r.mode, r.cuid, r.cgid, r.uid, r.gid, r.qbytes], k * NEW_QUEUE_FIELDS.length));
+  return packed;
+}
+
+/** A call of a batch that failed, as plain fields (the batch itself resolves). */
+export interface BatchFailure extends NativeErrorFields {
+  /** The index of the request it failed on. */
+  index: number;
+}
+
+/** What one createQueues batch did; it stops at its first failure. */
+export interface CreatedQueues {
+  /** Ids of the queues this batch made that exist now, in request order: exactly what a rollback removes. */
+  created: number[];
+  /** Set when a request failed: requests after failure.index were not tried. */
+  failure?: BatchFailure & {
+    /** The failed request's queue was made (its IPC_SET failed) and is in `created`; else nothing of it exists. */
+    queueCreated: boolean;
+  };
+}
+
+/**
+ * One queue of a copyQueues batch, packed per queue in this order (one float64 each): the queue id; at most
+ * maxCount messages (pass qnum + 1: the ENOMSG after the last one proves the tail); stop before the queue's
+ * packed bytes would exceed maxBytes; the starting MSG_COPY buffer size (it grows on E2BIG up to msgmax).
+ */
+export const COPY_REQUEST_FIELDS = ['id', 'maxCount', 'maxBytes', 'bufferSize'] as const;
+
+/**
+ * Queue stats packed for batches: per queue, these fields in this order, one float64 each (exact: every value
+ * stays below 2^53). Tens of thousands of stats cross as one array instead of as many objects.
+ */
+export const QUEUE_STAT_FIELDS = ['id', 'key', 'uid', 'gid', 'cuid', 'cgid', 'mode', 'stime', 'rtime', 'ctime', 'cbytes', 'qnum', 'qbytes', 'lspid', 'lrpid'] as const;
+export const QUEUE_STAT_DOUBLES = QUEUE_STAT_FIELDS.length;
+
+/** Stat number k of a packed array, as a QueueStat. */
+export function unpackQueueStat(stats: Float64Array, k: number): QueueStat {
+  const o = k * QUEUE_STAT_DOUBLES;
+  const id = stats[o];
+  return {
+    id,
+    index: id % 32768,
+    seq: Math.floor(id / 32768),
+    key: stats[o + 1],
+    uid: stats[o + 2],
+    gid: stats[o + 3],
+    cuid: stats[o + 4],
+    cgid: stats[o + 5],
+    mode: stats[o + 6],
+    stime: BigInt(stats[o + 7]),
+    rtime: BigInt(stats[o + 8]),
+    ctime: BigInt(stats[o + 9]),
+    cbytes: stats[o + 10],
+    qnum: stats[o + 11],
+    qbytes: stats[o + 12],
+    lspid: stats[o + 13],
+    lrpid: stats[o + 14],
+  };
+}
+
+/** Per queue of a copyQueues batch: these fields, one float64 each. */
+export const COPIED_PART_FIELDS = ['offset', 'length', 'count', 'end', 'bufferSize'] as const;
+
+/**
+ * A copyQueues batch. Queue k: its packed messages are data[offset, offset + length) (parts[5k], parts[5k+1]),
+ * count messages (parts[5k+2]), end = 1 when the queue had no message at index count (ENOMSG, parts[5k+3]),
+ * the MSG_COPY buffer size it ended with (parts[5k+4]); its stats before its first copy and after its last,
+ * packed (QUEUE_STAT_FIELDS), unless errors names it: then its part is empty and its stats are zeros.
+ */
+export interface CopiedQueues {
+  data: Buffer;
+  parts: Float64Array;
+  statsBefore: Float64Array;
+  statsAfter: Float64Array;
+  /** Queues a call failed for (removed meanwhile, a message above msgmax, ...); the batch went on. */
+  errors: BatchFailure[];
+}
+
 /** The effective ids a sysctl write is made with on the namespace thread (only it takes them, for that write). */
 export interface SysctlWriter {
   uid: number;
@@ -190,6 +292,8 @@ export interface NativeNamespace {
   readonly path: string;
   /** MSG_INFO then MSG_STAT_ANY over every index up to the highest in use. */
   listQueues(): Promise<QueueStat[]>;
+  /** The same listing, packed (QUEUE_STAT_FIELDS): for namespaces of many queues. */
+  listQueueStats(): Promise<Float64Array>;
   /** IPC_STAT of one queue by full id. */
   statQueue(id: number): Promise<QueueStat>;
   /**
@@ -217,6 +321,19 @@ export interface NativeNamespace {
   sendMessages(id: number, packed: Buffer, count: number): Promise<number>;
   /** IPC_RMID. */
   removeQueue(id: number): Promise<void>;
+  /**
+   * For each request in order (packed: packNewQueues): msg_next_id = id, msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid, the id
+   * check (a queue made at another id is removed again), IPC_SET of uid/gid/mode/qbytes. Resolves, also on a
+   * failure, with exactly which queues it made; stops at the first failure.
+   */
+  createQueues(requests: Float64Array): Promise<CreatedQueues>;
+  /** For each request: IPC_STAT, MSG_COPY of messages 0, 1, ..., IPC_STAT, on the same thread; a failing queue does not stop the batch. */
+  copyQueues(requests: Float64Array): Promise<CopiedQueues>;
+  /**
+   * msgsnd(IPC_NOWAIT) of counts[i] packed messages to queue ids[i], for each i in order, from one packed buffer.
+   * On failure the error also carries `sent` (in all) and `queueIndex`.
+   */
+  sendQueueMessages(ids: number[], counts: number[], packed: Buffer): Promise<number>;
   probe(): Promise<NamespaceProbe>;
   /** Every POSIX queue of the namespace (a detached mount of its mqueue filesystem), sorted by name. */
   listPosixQueues(): Promise<PosixQueueStat[]>;
@@ -250,8 +367,10 @@ export interface NativeErrorFields {
   /** The failing system call, e.g. 'msgget', 'setns', 'open'. */
   syscall: string;
   message: string;
-  /** sendMessages only: messages sent before the failing one. */
+  /** sendMessages / sendQueueMessages only: messages sent before the failing one. */
   sent?: number;
+  /** sendQueueMessages only: the index of the queue whose message failed. */
+  queueIndex?: number;
 }
 
 export interface NativeBinding {

@@ -2,7 +2,7 @@
 // every normal path, and by the rollback guardian if this process dies first.
 import { namespaceIdsOf } from './id-mapping';
 import type { MsgSysctlName, NativeNamespace, SysctlWriter } from './native';
-import { RollbackGuardian } from './rollback-guardian';
+import type { RollbackGuardian } from './rollback-guardian';
 import type { ResolvedTarget } from './target';
 
 export class RaisedSysctls {
@@ -14,9 +14,10 @@ export class RaisedSysctls {
     private readonly target: ResolvedTarget,
   ) {}
 
-  /** Started on first use: most saves change nothing and need no guardian. */
+  /** Started on first use: most saves change nothing and need no guardian (nor its module, loaded here). */
   get guardian(): RollbackGuardian {
-    this.guardianProcess ??= RollbackGuardian.start(this.target);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    this.guardianProcess ??= (require('./rollback-guardian') as typeof import('./rollback-guardian')).RollbackGuardian.start(this.target);
     return this.guardianProcess;
   }
 

@@ -9,7 +9,7 @@ import type { ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from '
 import { describeUnmapped, imageIdsToHost, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
-import { MsgSysctlName, IpcSysctls, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
+import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, packNewQueues, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, unpackQueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 import { planPosixRestore, PosixImageSummary, PosixQueueRestorer, PosixRestorePlan, queueSelection } from './posix-queues';
@@ -45,6 +45,8 @@ export interface ImageSummary {
   idMapping?: ImageIdMapping;
   queues: ImageQueue[];
   digest: string;
+  /** The messages, ready to send, when they were small enough to keep from the validating pass (no second read). */
+  messages?: SendBatch[];
   /** The POSIX section (ipc-ckpt extension), when the image has one. */
   posix?: PosixImageSummary;
 }
@@ -95,10 +97,30 @@ function sendingQbytes(queue: ImageQueue): number {
   return Math.max(Number(queue.record.qbytes), queue.messageBytes, queue.messages);
 }
 
-/** Reads the whole image once, checking everything (integrity record included), keeping only the queue list. */
+/** Message bytes a restore keeps from its validating pass instead of reading the image a second time. */
+const KEEP_MESSAGE_BYTES = 32 << 20;
+
+/**
+ * Reads the whole image once, checking everything (integrity record included), keeping the queue list,
+ * and the messages too while they add up to at most KEEP_MESSAGE_BYTES.
+ */
 export async function summarizeImage(source: ImageSource, strictV16 = false): Promise<ImageSummary> {
-  const verified = await verifyImage(source.read(), { strictV16 });
+  let kept: SendBatch[] | undefined = [];
+  let keptBytes = 0;
+  const keep = (queueIndex: number, packed: Buffer, count: number) => {
+    if (!kept) return;
+    keptBytes += packed.length;
+    if (keptBytes > KEEP_MESSAGE_BYTES) {
+      kept = undefined;
+      return;
+    }
+    let last = kept[kept.length - 1];
+    if (!last || !last.fits(packed)) kept.push((last = new SendBatch()));
+    last.add(queueIndex, packed, count);
+  };
+  const verified = await verifyImage(source.read(), { strictV16 }, keep);
   return {
+    messages: kept,
     header: verified.header,
     limits: verified.limits,
     idMapping: verified.idMapping,
@@ -186,10 +208,62 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
 }
 
 /** Where tests make a restore fail midway: IPC_CKPT_TEST_FAULT=after-queue:N fails once N queues exist. */
-function injectedFault(queuesCreated: number): void {
+function injectedFaultAt(): number | undefined {
   const fault = /^after-queue:(\d+)$/.exec(process.env.IPC_CKPT_TEST_FAULT ?? '');
-  if (fault && queuesCreated === Number(fault[1])) {
-    throw new IpcCkptError('E_INTERNAL', `injected fault after ${queuesCreated} queue(s) (IPC_CKPT_TEST_FAULT)`);
+  return fault ? Number(fault[1]) : undefined;
+}
+
+/** Queues per createQueues crossing (and per guardian registration line). */
+const CREATE_BATCH_QUEUES = 2048;
+/** Packed bytes per sendQueueMessages crossing; a decoded batch at least this large is sent on its own. */
+const SEND_BATCH_BYTES = 1 << 20;
+
+/** A queue's create request, with the creator and owner ids the plan translated for the target. */
+function newQueueRequest(queue: ImageQueue, host: QueueIds): NewQueueRequest {
+  const { record } = queue;
+  return { key: record.key, id: record.id, mode: record.mode, cuid: host.cuid, cgid: host.cgid, uid: host.uid, gid: host.gid, qbytes: sendingQbytes(queue) };
+}
+
+function corruptBetweenPasses(source: ImageSource): IpcCkptError {
+  return new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+}
+
+/** Messages of several queues gathered into one packed buffer, so many small queues cost one crossing. */
+class SendBatch {
+  /** Indexes into ImageSummary.queues, one per run of messages. */
+  readonly queueIndexes: number[] = [];
+  readonly counts: number[] = [];
+  private buffer = Buffer.allocUnsafe(0);
+  bytes = 0;
+  bodyBytes = 0;
+
+  add(queueIndex: number, packed: Buffer, count: number): void {
+    if (this.queueIndexes[this.queueIndexes.length - 1] === queueIndex) this.counts[this.counts.length - 1] += count;
+    else {
+      this.queueIndexes.push(queueIndex);
+      this.counts.push(count);
+    }
+    if (this.bytes + packed.length > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.bytes + packed.length, Math.min(SEND_BATCH_BYTES, this.buffer.length * 2 || 64 << 10)));
+      this.buffer.copy(grown, 0, 0, this.bytes);
+      this.buffer = grown;
+    }
+    packed.copy(this.buffer, this.bytes);
+    this.bytes += packed.length;
+    this.bodyBytes += packed.length - count * PACKED_MESSAGE_HEADER_BYTES;
+  }
+
+  get empty(): boolean {
+    return this.queueIndexes.length === 0;
+  }
+
+  /** An empty batch takes anything; else up to SEND_BATCH_BYTES in all. */
+  fits(packed: Buffer): boolean {
+    return this.empty || this.bytes + packed.length <= SEND_BATCH_BYTES;
+  }
+
+  get packed(): Buffer {
+    return this.buffer.subarray(0, this.bytes);
   }
 }
 
@@ -225,52 +299,142 @@ class RestoreRun {
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
     this.plan = plan;
     for (const change of plan.during) await this.setSysctl(change);
+    this.report(image, 0);
     const sysv = queueSelection(this.options) !== 'posix';
-    if (plan.posix) this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan.posix);
-    const total = { queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0) };
+    if (sysv) {
+      await this.createQueues(image);
+      await this.sendMessages(image, source);
+      for (const [index, queue] of image.queues.entries()) await this.finishQueue(queue, this.hostIds(index));
+    }
+    for (const change of plan.final) await this.setSysctl(change);
+    if (plan.posix) await this.restorePosixQueues(plan.posix, image, source);
+    if (sysv) await this.checkCreated(image);
+  }
+
+  /** The POSIX section (lib/posix-queues.ts), in a pass of its own over the validated image. */
+  private async restorePosixQueues(plan: PosixRestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
+    this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan);
+    for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16 })) {
+      if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') await this.posix.apply(event);
+      else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) throw corruptBetweenPasses(source);
+    }
+    await this.posix.finish();
+  }
+
+  private report(image: ImageSummary, queuesDone: number): void {
+    this.options.onProgress?.({ queuesTotal: image.queues.length, messagesTotal: image.queues.reduce((n, q) => n + q.messages, 0), queuesDone, messagesDone: this.messages });
+  }
+
+  /**
+   * Every queue of the image, in batches of one crossing each. The guardian learns batch k+1 while batch k
+   * is created, and each batch before its own msgget; what a failed batch did not make is forgotten again.
+   */
+  private async createQueues(image: ImageSummary): Promise<void> {
+    const faultAt = injectedFaultAt();
+    const batches: ImageQueue[][] = [];
+    const requests: NewQueueRequest[][] = [];
+    for (let start = 0; start < image.queues.length; ) {
+      // An injected fault ends a batch where it strikes, so it fails with exactly that many queues made.
+      const size = faultAt !== undefined && faultAt > start ? Math.min(CREATE_BATCH_QUEUES, faultAt - start) : CREATE_BATCH_QUEUES;
+      const batch = image.queues.slice(start, start + size);
+      batches.push(batch);
+      requests.push(batch.map((queue, i) => newQueueRequest(queue, this.hostIds(start + i))));
+      start += size;
+    }
+    const register = (batch: ImageQueue[] | undefined) => (batch ? this.guardian.registerQueues(batch.map((q) => ({ id: q.record.id, key: q.record.key }))) : undefined);
+    let registered = register(batches[0]);
+    for (let b = 0; b < batches.length; b++) {
+      const batch = batches[b];
+      await registered;
+      const next = register(batches[b + 1]);
+      registered = next;
+      let result;
+      try {
+        result = await this.ns.createQueues(packNewQueues(requests[b]));
+      } catch (error) {
+        // Not a per-queue failure: the batch did not run. Nothing of it, nor of the next batch, is ours.
+        await next?.catch(() => undefined);
+        await this.guardian.forgetQueues([...batch, ...(batches[b + 1] ?? [])].map((q) => q.record.id)).catch(() => undefined);
+        throw error;
+      }
+      this.created.push(...result.created);
+      if (result.failure) {
+        const made = new Set(result.created);
+        const notMade = batch.filter((q) => !made.has(q.record.id)).map((q) => q.record.id);
+        await next;
+        await this.guardian.forgetQueues([...notMade, ...(batches[b + 1] ?? []).map((q) => q.record.id)]);
+        const { code, errno, syscall, message } = result.failure;
+        throw new IpcCkptError(code, message, { errno, syscall });
+      }
+      if (faultAt !== undefined && this.created.length === faultAt) {
+        await next;
+        await this.guardian.forgetQueues((batches[b + 1] ?? []).map((q) => q.record.id));
+        throw new IpcCkptError('E_INTERNAL', `injected fault after ${faultAt} queue(s) (IPC_CKPT_TEST_FAULT)`);
+      }
+      // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+    }
+  }
+
+  /** Sends one gathered batch; resolves once it is in. */
+  private async sendBatch(image: ImageSummary, batch: SendBatch): Promise<void> {
+    const ids = batch.queueIndexes.map((index) => image.queues[index].record.id);
+    this.messages += await this.ns.sendQueueMessages(ids, batch.counts, batch.packed);
+    this.messageBytes += batch.bodyBytes;
+    this.report(image, batch.queueIndexes[batch.queueIndexes.length - 1]);
+  }
+
+  /** The validated image's messages: kept from the validating pass, or read again; small queues' messages share a crossing. */
+  private async sendMessages(image: ImageSummary, source: ImageSource): Promise<void> {
+    if (image.messages) {
+      for (const batch of image.messages) {
+        await this.sendBatch(image, batch);
+        // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+      }
+      return;
+    }
     let index = -1;
-    let queue: ImageQueue | undefined;
+    let queueId = -1;
     // One batch is sent on the namespace thread while the next one is decoded (the addon copies it on the call).
     let sending: Promise<void> | undefined;
-    const sent = async (bodyBytes: number, call: Promise<number>) => {
+    let batch = new SendBatch();
+    const send = async (bodyBytes: number, call: Promise<number>) => {
       this.messages += await call;
       this.messageBytes += bodyBytes;
-      this.options.onProgress?.({ ...total, queuesDone: index, messagesDone: this.messages });
+      this.report(image, Math.max(0, index));
+    };
+    const flush = async () => {
+      if (batch.empty) return;
+      await sending;
+      sending = this.sendBatch(image, batch);
+      batch = new SendBatch();
     };
     try {
       for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
-        if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
-          await sending;
-          sending = undefined;
-          if (queue) await this.finishQueue(queue, this.hostIds(index));
-          queue = undefined;
-          await this.posix?.apply(event);
-        } else if (!sysv && (event.kind === 'queue' || event.kind === 'messages')) {
-          continue;
-        } else if (event.kind === 'queue') {
-          await sending;
-          sending = undefined;
-          if (queue) await this.finishQueue(queue, this.hostIds(index));
-          queue = image.queues[++index];
-          await this.createQueue(queue, event.queue, this.hostIds(index));
-        } else if (event.kind === 'messages' && queue) {
-          await sending;
-          const bodyBytes = event.packed.length - event.count * PACKED_MESSAGE_HEADER_BYTES;
-          sending = sent(bodyBytes, this.ns.sendMessages(queue.record.id, event.packed, event.count));
+        if (event.kind === 'queue') {
+          const queue = image.queues[++index];
+          if (!queue || queue.record.id !== event.queue.id) throw corruptBetweenPasses(source);
+          queueId = event.queue.id;
+        } else if (event.kind === 'messages' && index >= 0) {
+          if (event.packed.length * 4 >= SEND_BATCH_BYTES) {
+            await flush();
+            await sending;
+            const bodyBytes = event.packed.length - event.count * PACKED_MESSAGE_HEADER_BYTES;
+            sending = send(bodyBytes, this.ns.sendMessages(queueId, event.packed, event.count));
+          } else {
+            if (!batch.fits(event.packed)) await flush();
+            batch.add(index, event.packed, event.count);
+          }
         } else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) {
-          throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+          throw corruptBetweenPasses(source);
         }
       }
+      await flush();
       await sending;
     } catch (error) {
       await sending?.catch(() => undefined);
       throw error;
     }
-    if (queue) await this.finishQueue(queue, this.hostIds(index));
-    if (index !== image.queues.length - 1) throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
-    for (const change of plan.final) await this.setSysctl(change);
-    await this.posix?.finish();
-    if (sysv) await this.checkCreated(image);
+    if (index !== image.queues.length - 1) throw corruptBetweenPasses(source);
   }
 
   /** The plan's host ids of the index-th queue (translated and checked before any change). */
@@ -280,23 +444,6 @@ class RestoreRun {
     return planned.host;
   }
 
-  private async createQueue(queue: ImageQueue | undefined, record: QueueRecord, host: QueueIds): Promise<void> {
-    if (!queue || queue.record.id !== record.id) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
-    // Registered before msgget: a kill between the two must not leave the queue behind.
-    await this.guardian.registerQueue(record.id, record.key);
-    let id: number;
-    try {
-      id = await this.ns.createQueue({ key: record.key, id: record.id, mode: record.mode, cuid: host.cuid, cgid: host.cgid });
-    } catch (error) {
-      // Not ours (taken meanwhile, or removed by the addon on an id mismatch): the guardian must not remove it.
-      await this.guardian.forgetQueue(record.id);
-      throw error;
-    }
-    this.created.push(id);
-    injectedFault(this.created.length);
-    await this.ns.setQueue(id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: sendingQbytes(queue) });
-  }
-
   private async finishQueue(queue: ImageQueue, host: QueueIds): Promise<void> {
     const { record } = queue;
     if (sendingQbytes(queue) !== Number(record.qbytes)) {
@@ -304,28 +451,47 @@ class RestoreRun {
     }
   }
 
-  /** Every created queue holds what the image says, field by restorable field. */
+  /** Every created queue holds what the image says, field by restorable field (one listing of the target). */
   private async checkCreated(image: ImageSummary): Promise<void> {
+    const stats = await this.ns.listQueueStats();
+    const listed = new Map<number, number>();
+    for (let k = 0; k < stats.length / QUEUE_STAT_DOUBLES; k++) listed.set(stats[k * QUEUE_STAT_DOUBLES], k);
     for (const [index, { record, messages, messageBytes }] of image.queues.entries()) {
-      const stat = await this.ns.statQueue(record.id);
-      const expected = { key: record.key, ...this.hostIds(index), mode: record.mode, qbytes: Number(record.qbytes), qnum: messages, cbytes: messageBytes };
-      for (const [field, value] of Object.entries(expected)) {
-        const got = stat[field as keyof QueueStat];
-        if (got !== value) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} has ${field} ${String(got)}, the image says ${value}`);
-      }
+      const host = this.hostIds(index);
+      const k = listed.get(record.id);
+      if (k === undefined) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
+      const stat = unpackQueueStat(stats, k);
+      // Compared field by field without building an object per queue: tens of thousands of queues are checked.
+      const wrong =
+        stat.key !== record.key ? ['key', stat.key, record.key] :
+        stat.uid !== host.uid ? ['uid', stat.uid, host.uid] :
+        stat.gid !== host.gid ? ['gid', stat.gid, host.gid] :
+        stat.cuid !== host.cuid ? ['cuid', stat.cuid, host.cuid] :
+        stat.cgid !== host.cgid ? ['cgid', stat.cgid, host.cgid] :
+        stat.mode !== record.mode ? ['mode', stat.mode, record.mode] :
+        stat.qbytes !== Number(record.qbytes) ? ['qbytes', stat.qbytes, Number(record.qbytes)] :
+        stat.qnum !== messages ? ['qnum', stat.qnum, messages] :
+        stat.cbytes !== messageBytes ? ['cbytes', stat.cbytes, messageBytes] : undefined;
+      if (wrong) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} has ${wrong[0]} ${wrong[1]}, the image says ${wrong[2]}`);
     }
   }
 
   /** Removes what this restore created and puts every sysctl back, newest first. */
   async rollback(): Promise<string[]> {
     const problems: string[] = (await this.posix?.rollback()) ?? [];
+    const removed: number[] = [];
     for (const id of this.created.reverse()) {
       try {
         await this.ns.removeQueue(id);
-        await this.guardian.forgetQueue(id);
+        removed.push(id);
       } catch (error) {
         problems.push(`queue ${id}: ${(error as Error).message}`);
       }
+    }
+    try {
+      if (removed.length > 0) await this.guardian.forgetQueues(removed);
+    } catch (error) {
+      problems.push(`telling the rollback guardian: ${(error as Error).message}`);
     }
     problems.push(...(await this.sysctls.putBack()));
     return problems;

@@ -6,28 +6,39 @@ import { IpcCkptError } from './errors';
 import type { MsgSysctlName } from './native';
 import type { ResolvedTarget } from './target';
 
-// Reads "file VALUE PATH" / "fileas UID:GID VALUE PATH" / "queue ID KEY" / "forget ID" registrations and
-// acks each; "done" ends it quietly; EOF (we died) removes the queues and writes every registered file
-// back, newest first (a fileas one with that euid/egid, via setpriv).
+// Reads "file VALUE PATH" / "fileas UID:GID VALUE PATH" / "queue ID KEY" / "queues N" + N bytes
+// "ID KEY ID KEY ...\n" / "forget ID ..." registrations and acks each; "done" ends it quietly; EOF (we
+// died) removes the queues and writes every registered file back, newest first (a fileas one with that
+// euid/egid, via setpriv). A batch is read by head -c in one go (sh's read takes a byte per system call)
+// and kept whole until EOF.
 const GUARDIAN_SCRIPT = `
 trap '' INT TERM HUP PIPE
 files=''
 queues=''
 mqueues=''
+batches=''
+forgotten=' '
 n=0
+b=0
 while read -r verb value rest; do
   case "$verb" in
     file) n=$((n+1)); eval "value_$n=\\$value; path_$n=\\$rest; as_$n="; files="$n $files" ;;
     fileas) n=$((n+1)); eval "as_$n=\\$value; value_$n=\\\${rest%% *}; path_$n=\\\${rest#* }"; files="$n $files" ;;
     queue) queues="$value $queues"; eval "key_$value=\\$rest" ;;
-    forget) queues=$(echo " $queues " | sed "s/ $value / /") ;;
+    queues) b=$((b+1)); chunk=$(head -c "$value"); eval "batch_$b=\\$chunk"; batches="$b $batches" ;;
+    forget) forgotten="$forgotten$value $rest " ;;
     mqueue) mqueues="$value $mqueues" ;;
     forget-mqueue) kept=''; for m in $mqueues; do [ "$m" = "$value" ] || kept="$kept $m"; done; mqueues=$kept ;;
     done) exit 0 ;;
   esac
   echo ok
 done
+for b in $batches; do
+  eval "set -- \\$batch_$b"
+  while [ $# -ge 2 ]; do queues="$1 $queues"; eval "key_$1=\\$2"; shift 2; done
+done
 for id in $queues; do
+  case "$forgotten" in *" $id "*) continue ;; esac
   eval "key=\\$key_$id"
   # Only the queue we made: same id and key (another process may have taken the id meanwhile).
   if ipcs -q | awk -v id="$id" -v key="$key" '$2 == id && $1 == key { found = 1 } END { exit !found }'; then
@@ -130,6 +141,20 @@ export class RollbackGuardian {
   /** The queue was removed by us already. */
   forgetQueue(id: number): Promise<void> {
     return this.send(`forget ${Math.trunc(id)}`);
+  }
+
+  /** One line and one ack for a batch: call before the batch's msgget; call it for the next batch before awaiting this one's create. */
+  registerQueues(queues: Array<{ id: number; key: number }>): Promise<void> {
+    if (queues.length === 0) return Promise.resolve();
+    const pairs = queues.map((q) => `${Math.trunc(q.id)} 0x${(q.key >>> 0).toString(16).padStart(8, '0')}`).join(' ');
+    // send() ends the payload with its newline, which head -c takes too.
+    return this.send(`queues ${pairs.length + 1}\n${pairs}`);
+  }
+
+  /** The queues were removed by us, or never made: the guardian must not touch them. */
+  forgetQueues(ids: number[]): Promise<void> {
+    if (ids.length === 0) return Promise.resolve();
+    return this.send(`forget ${ids.map((id) => Math.trunc(id)).join(' ')}`);
   }
 
   /** Our own work is complete (or rolled back by us): the guardian exits without touching anything. */

@@ -10,7 +10,7 @@ import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output'
 import { FrozenCgroup } from './freezer';
 import { describeUnmapped, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
-import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat, IpcSysctls } from './native';
+import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 import { PosixQueueSaver, queueSelection } from './posix-queues';
@@ -65,6 +65,8 @@ const DEFAULT_MAX_ATTEMPTS = 5;
 const DEFAULT_BATCH_BYTES = 1 << 20;
 /** Messages per native copy batch, besides the byte bound. */
 const BATCH_MESSAGES = 16384;
+/** Queues per copyQueues crossing, besides the byte bound. */
+const COPY_BATCH_QUEUES = 4096;
 /** The smallest MSG_COPY buffer worth passing. */
 const MIN_COPY_BUFFER = 64;
 /** Waits for the next second for one queue before a queue that changes every second fails the save. */
@@ -149,6 +151,35 @@ export function hostHeader(time: bigint): ImageHeader {
   return { kernelRelease: release, kernelVersion: os.version(), machine: os.machine(), major, minor, patch, archId: ARCH_X86_64, time, uflags: 0n };
 }
 
+const STAT_STIME = QUEUE_STAT_FIELDS.indexOf('stime');
+const STAT_RTIME = QUEUE_STAT_FIELDS.indexOf('rtime');
+const STAT_CTIME = QUEUE_STAT_FIELDS.indexOf('ctime');
+const STAT_CBYTES = QUEUE_STAT_FIELDS.indexOf('cbytes');
+const STAT_QNUM = QUEUE_STAT_FIELDS.indexOf('qnum');
+
+/** Queue k's packed size by its listed stat: what one batch must hold for it. */
+function packedBytesAt(stats: Float64Array, k: number): number {
+  return stats[k * QUEUE_STAT_DOUBLES + STAT_CBYTES] + stats[k * QUEUE_STAT_DOUBLES + STAT_QNUM] * PACKED_MESSAGE_HEADER_BYTES;
+}
+
+/** Every field of packed stat k equal in both arrays. */
+function samePackedStat(a: Float64Array, b: Float64Array, k: number): boolean {
+  for (let i = k * QUEUE_STAT_DOUBLES; i < (k + 1) * QUEUE_STAT_DOUBLES; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The same queue ids, in the same order, in two packed listings. */
+function sameIds(a: Float64Array, b: Float64Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i += QUEUE_STAT_DOUBLES) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The power of two at or above a queue's average message: the first MSG_COPY buffer worth passing. */
+function bufferSizeFor(cbytes: number, qnum: number): number {
+  return qnum > 0 ? Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, cbytes / qnum)))) : MIN_COPY_BUFFER;
+}
+
 /** Offset just past the first packed message, and the message's bytes. */
 function firstPackedMessage(data: Buffer): Buffer {
   return data.subarray(0, PACKED_MESSAGE_HEADER_BYTES + data.readUInt32LE(8));
@@ -198,16 +229,18 @@ class SaveRun {
       const sysctls = await this.ns.readSysctls();
       this.currentMsgmax = sysctls.msgmax;
       const limits = limitsFromSysctls(this.originalMsgmax === undefined ? sysctls : { ...sysctls, msgmax: this.originalMsgmax });
-      const queues = this.sysv ? await this.ns.listQueues() : [];
-      this.progress = { queuesDone: 0, queuesTotal: queues.length, messagesDone: 0, messagesTotal: queues.reduce((n, q) => n + q.qnum, 0) };
+      const queues = this.sysv ? await this.ns.listQueueStats() : new Float64Array(0);
+      const queueCount = queues.length / QUEUE_STAT_DOUBLES;
+      let messagesTotal = 0;
+      for (let k = 0; k < queueCount; k++) messagesTotal += queues[k * QUEUE_STAT_DOUBLES + STAT_QNUM];
+      this.progress = { queuesDone: 0, queuesTotal: queueCount, messagesDone: 0, messagesTotal };
       await this.output.write(this.encoder.header(hostHeader(BigInt(Math.floor(Date.now() / 1000)))));
       await this.output.write(this.encoder.limits(limits));
       if (!this.options.strictV16) await this.output.write(this.encoder.idMapping(this.ids.imageMapping));
-      await this.output.write(this.encoder.msgSection(queues.length));
+      await this.output.write(this.encoder.msgSection(queueCount));
       try {
-        for (const listed of queues) await this.saveQueue(listed);
-        const after = (this.sysv ? await this.ns.listQueues() : []).map((q) => q.id).join();
-        if (after !== queues.map((q) => q.id).join()) throw new QueueChanged('queues were created or removed during the save');
+        await this.saveQueues(queues);
+        if (!sameIds(this.sysv ? await this.ns.listQueueStats() : new Float64Array(0), queues)) throw new QueueChanged('queues were created or removed during the save');
       } catch (error) {
         if (!(error instanceof QueueChanged)) throw error;
         if (attempt >= NAMESPACE_ATTEMPTS || !this.output.canRollback(start)) {
@@ -217,7 +250,7 @@ class SaveRun {
         await this.output.rollback(start);
         continue;
       }
-      this.summary.queues = queues.length;
+      this.summary.queues = queueCount;
       await this.posix?.save((part) => this.output.write(part));
       this.summary.posixQueues = this.posix?.summary.queues ?? 0;
       this.summary.posixMessages = this.posix?.summary.messages ?? 0;
@@ -226,6 +259,109 @@ class SaveRun {
       await this.output.write(this.encoder.trailer(digest));
       return;
     }
+  }
+
+  /** A queue's record as the image holds it (see queueRecordInImageView). */
+  private imageRecord(stat: QueueStat): QueueRecord {
+    if (!this.ids) throw new IpcCkptError('E_INTERNAL', 'queue copied before the namespace ids were read');
+    return queueRecordInImageView(queueRecordFromStat(stat), this.ids, this.options.strictV16 === true, this.target.label);
+  }
+
+  /**
+   * Small queues go in batches of one crossing each, the next batch copied while the current one is
+   * encoded and written; a queue too large for a batch, or one a batch could not certify, goes alone.
+   */
+  private async saveQueues(queues: Float64Array): Promise<void> {
+    const batchBytes = this.options.batchBytes ?? DEFAULT_BATCH_BYTES;
+    const queueCount = queues.length / QUEUE_STAT_DOUBLES;
+    // [from, to): a batch when it holds more than a queue that is too large for one.
+    const ranges: Array<[number, number, boolean]> = [];
+    for (let next = 0; next < queueCount; ) {
+      let end = next;
+      let bytes = 0;
+      while (end < queueCount && end - next < COPY_BATCH_QUEUES) {
+        const packed = packedBytesAt(queues, end);
+        if (queues[end * QUEUE_STAT_DOUBLES + STAT_QNUM] >= BATCH_MESSAGES || packed > batchBytes || (end > next && bytes + packed > batchBytes)) break;
+        bytes += packed;
+        end++;
+      }
+      if (end === next) ranges.push([next, ++next, false]);
+      else {
+        ranges.push([next, end, true]);
+        next = end;
+      }
+    }
+    const copyRange = (r: number) => (r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1]) : undefined);
+    let prefetched = copyRange(0);
+    try {
+      for (let r = 0; r < ranges.length; r++) {
+        const [from, to, batched] = ranges[r];
+        const copied = prefetched;
+        prefetched = undefined;
+        if (!batched) {
+          await this.saveQueue(unpackQueueStat(queues, from));
+          prefetched = copyRange(r + 1);
+          continue;
+        }
+        const result = await copied!;
+        prefetched = copyRange(r + 1);
+        await this.saveBatch(queues, from, to, result);
+        // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+      }
+    } finally {
+      await prefetched?.catch(() => undefined);
+    }
+  }
+
+  /** Starts one copyQueues crossing for the listed queues [from, to); resolves with it and the second it began in. */
+  private async copyQueueBatch(listed: Float64Array, from: number, to: number): Promise<{ copied: CopiedQueues; startSecond: number }> {
+    const startSecond = Math.floor(Date.now() / 1000);
+    const requests = new Float64Array((to - from) * COPY_REQUEST_FIELDS.length);
+    for (let k = from; k < to; k++) {
+      const stat = k * QUEUE_STAT_DOUBLES;
+      const qnum = listed[stat + STAT_QNUM];
+      const request = (k - from) * COPY_REQUEST_FIELDS.length;
+      requests[request] = listed[stat];
+      requests[request + 1] = qnum + 1;
+      requests[request + 2] = Math.max(1, packedBytesAt(listed, k));
+      requests[request + 3] = Math.min(bufferSizeFor(listed[stat + STAT_CBYTES], qnum), this.currentMsgmax);
+    }
+    return { copied: await this.ns.copyQueues(requests), startSecond };
+  }
+
+  /**
+   * Keeps what one copyQueues crossing copied of the listed queues [from, to). A queue's copy is kept only
+   * under the same rules as copyQueue's: its stat unchanged from before its first copy to after its last, no
+   * change within the second the batch began in, every message copied and none after (ENOMSG at qnum), bytes
+   * adding up. Anything else hands the queue to saveQueue, which copies it again on its own.
+   */
+  private async saveBatch(listed: Float64Array, from: number, to: number, { copied, startSecond }: { copied: CopiedQueues; startSecond: number }): Promise<void> {
+    const failed = new Set(copied.errors.map((e) => e.index));
+    const { statsBefore: before, statsAfter: after, parts } = copied;
+    for (let k = 0; k < to - from; k++) {
+      const stat = k * QUEUE_STAT_DOUBLES;
+      if (failed.has(k) || before[stat + STAT_STIME] >= startSecond || before[stat + STAT_RTIME] >= startSecond || before[stat + STAT_CTIME] >= startSecond) {
+        // saveQueue raises msgmax, finds the queue gone, or waits for the next second, as it would alone.
+        await this.saveQueue(unpackQueueStat(listed, from + k));
+        continue;
+      }
+      const part = k * COPIED_PART_FIELDS.length;
+      const [offset, length, count, end] = [parts[part], parts[part + 1], parts[part + 2], parts[part + 3]];
+      const data = copied.data.subarray(offset, offset + length);
+      if (!samePackedStat(before, after, k) || end !== 1 || count !== before[stat + STAT_QNUM] || packedBodyBytes(data, count) !== before[stat + STAT_CBYTES]) {
+        this.summary.retries++;
+        await this.saveQueue(unpackQueueStat(listed, from + k));
+        continue;
+      }
+      await this.output.write(this.encoder.queue(this.imageRecord(unpackQueueStat(before, k))));
+      if (count > 0) await this.output.write(this.encoder.messagesFromPacked(data, count));
+      this.summary.messages += count;
+      this.summary.messageBytes += before[stat + STAT_CBYTES];
+      this.progress.messagesDone += count;
+      this.progress.queuesDone++;
+    }
+    await this.output.settle();
+    this.report();
   }
 
   private async saveQueue(listed: QueueStat): Promise<void> {
@@ -279,35 +415,42 @@ class SaveRun {
     if (stat.stime >= BigInt(startSecond) || stat.rtime >= BigInt(startSecond) || stat.ctime >= BigInt(startSecond)) {
       throw new QueueChanged('it changed within the second its copy began', (startSecond + 1) * 1000 + 5);
     }
-    if (stat.qnum > 0) this.copyBufferSize = Math.max(MIN_COPY_BUFFER, 2 ** Math.ceil(Math.log2(Math.max(1, stat.cbytes / stat.qnum))));
-    if (!this.ids) throw new IpcCkptError('E_INTERNAL', 'queue copied before the namespace ids were read');
-    await this.output.write(this.encoder.queue(queueRecordInImageView(queueRecordFromStat(stat), this.ids, this.options.strictV16 === true, this.target.label)));
+    if (stat.qnum > 0) this.copyBufferSize = bufferSizeFor(stat.cbytes, stat.qnum);
+    await this.output.write(this.encoder.queue(this.imageRecord(stat)));
     let copied = 0;
     let copiedBytes = 0;
     let last: Buffer | undefined;
-    while (copied < stat.qnum) {
-      // Each batch after the first starts by copying the previous batch's last message again:
-      // if it moved, messages before it were received meanwhile.
-      const first = last ? copied - 1 : copied;
-      const want = Math.min(BATCH_MESSAGES, stat.qnum - first);
-      const batch = await this.copyBatch(stat, first, want);
-      if (!sameStat(batch.statBefore, stat) || !sameStat(batch.statAfter, stat)) throw new QueueChanged('its stat changed');
-      let data = batch.data;
-      let count = batch.count;
-      if (last) {
-        if (count === 0 || !firstPackedMessage(data).equals(last)) throw new QueueChanged('its messages moved');
-        data = data.subarray(last.length);
-        count--;
+    // Each batch after the first starts by copying the previous batch's last message again:
+    // if it moved, messages before it were received meanwhile.
+    const copyFrom = (first: number) => this.copyBatch(stat, first, Math.min(BATCH_MESSAGES, stat.qnum - first));
+    let next = stat.qnum > 0 ? copyFrom(0) : undefined;
+    try {
+      while (copied < stat.qnum && next) {
+        const batch = await next;
+        next = undefined;
+        if (!sameStat(batch.statBefore, stat) || !sameStat(batch.statAfter, stat)) throw new QueueChanged('its stat changed');
+        let data = batch.data;
+        let count = batch.count;
+        if (last) {
+          if (count === 0 || !firstPackedMessage(data).equals(last)) throw new QueueChanged('its messages moved');
+          data = data.subarray(last.length);
+          count--;
+        }
+        if (count === 0) throw new QueueChanged('it ended early');
+        last = Buffer.from(lastPackedMessage(data, count));
+        copied += count;
+        // The next copy runs on the namespace thread while this batch is encoded, hashed and written.
+        if (copied < stat.qnum) next = copyFrom(copied - 1);
+        await this.output.write(this.encoder.messagesFromPacked(data, count));
+        copiedBytes += packedBodyBytes(data, count);
+        this.summary.messages += count;
+        this.summary.messageBytes += packedBodyBytes(data, count);
+        this.progress.messagesDone += count;
+        this.report();
       }
-      if (count === 0) throw new QueueChanged('it ended early');
-      last = Buffer.from(lastPackedMessage(data, count));
-      await this.output.write(this.encoder.messagesFromPacked(data, count));
-      copied += count;
-      copiedBytes += packedBodyBytes(data, count);
-      this.summary.messages += count;
-      this.summary.messageBytes += packedBodyBytes(data, count);
-      this.progress.messagesDone += count;
-      this.report();
+    } finally {
+      // A copy in flight when this one failed: its result (or failure) goes nowhere.
+      await next?.catch(() => undefined);
     }
     // Messages that moved during a batch can leave the stat as it was; their sizes then rarely add up.
     if (copiedBytes !== stat.cbytes) throw new QueueChanged('its messages do not add up to its byte count');

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 #include "creator_identity.h"
@@ -86,6 +87,27 @@ IpcSysctls KernelSysctls::ReadLimits() const {
   ReadUnsigned("sem", sem, 4);
   for (size_t i = 0; i < 4; i++) limits.sem[i] = static_cast<int64_t>(sem[i]);
   return limits;
+}
+
+SysctlFile::SysctlFile(const std::string& path, const std::string& where)
+    : path_(path), where_(where), fd_(open(path.c_str(), O_WRONLY | O_CLOEXEC)) {
+  if (fd_ < 0) throw ErrnoError::FromErrno(errno, "open", "open " + path_ + " for writing " + where_);
+}
+
+SysctlFile::~SysctlFile() { close(fd_); }
+
+void SysctlFile::Write(int64_t value) const {
+  char text[24];
+  const int length = snprintf(text, sizeof(text), "%lld\n", static_cast<long long>(value));
+  const ssize_t written = pwrite(fd_, text, static_cast<size_t>(length), 0);
+  if (written == length) return;
+  const std::string doing = "write " + std::to_string(value) + " to " + path_ + " " + where_;
+  if (written < 0) throw ErrnoError::FromErrno(errno, "write", doing);
+  throw ErrnoError::Project("E_INTERNAL", doing + ": short write of " + std::to_string(written) + " bytes");
+}
+
+std::unique_ptr<SysctlFile> KernelSysctls::OpenFile(const std::string& name) const {
+  return std::make_unique<SysctlFile>(SysctlPath(name), target_.where());
 }
 
 int KernelSysctls::NextIdWritableErrno() const {

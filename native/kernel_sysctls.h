@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -28,6 +29,22 @@ struct SysctlWriter {
   gid_t gid;
 };
 
+// One sysctl file kept open for many writes (msg_next_id before every msgget of a batch).
+class SysctlFile {
+ public:
+  SysctlFile(const std::string& path, const std::string& where);
+  ~SysctlFile();
+  SysctlFile(const SysctlFile&) = delete;
+  SysctlFile& operator=(const SysctlFile&) = delete;
+  // Writes value at offset 0 (a sysctl takes each write whole); throws ErrnoError.
+  void Write(int64_t value) const;
+
+ private:
+  std::string path_;
+  std::string where_;
+  int fd_;
+};
+
 class KernelSysctls {
  public:
   explicit KernelSysctls(const NamespaceTarget& target) : target_(target) {}
@@ -42,6 +59,8 @@ class KernelSysctls {
   // With `as`, only the calling thread takes those effective ids for the open and the write.
   void Write(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as = std::nullopt) const;
   IpcSysctls ReadLimits() const;
+  // Opens /proc/sys/kernel/<name> for several writes.
+  std::unique_ptr<SysctlFile> OpenFile(const std::string& name) const;
 
   // Opens msg_next_id for writing without writing: 0 when the session may set ids, else the errno.
   int NextIdWritableErrno() const;

@@ -95,15 +95,24 @@ std::unique_ptr<CopiedBatch> MsgQueueCalls::CopyMessages(int32_t id, uint32_t fi
   size_t copyBufferSize = bufferSize < msgmax ? bufferSize : msgmax;
   auto batch = std::make_unique<CopiedBatch>();
   batch->statBefore = StatQueue(id);
-  for (uint64_t position = first; batch->count < maxCount; position++) {
+  CopyInto(id, first, maxCount, maxBytes, copyBufferSize, msgmax, batch->data, batch->count, batch->end);
+  batch->bufferSize = copyBufferSize;
+  batch->statAfter = StatQueue(id);
+  return batch;
+}
+
+void MsgQueueCalls::CopyInto(int32_t id, uint64_t first, uint32_t maxCount, size_t maxBytes, size_t& copyBufferSize,
+                             size_t msgmax, PackedBatch& data, uint32_t& count, bool& end) const {
+  const size_t startSize = data.size();
+  for (uint64_t position = first; count < maxCount; position++) {
     ssize_t bodySize;
     for (;;) {
-      void* slot = batch->data.ReceiveSlot(copyBufferSize);
+      void* slot = data.ReceiveSlot(copyBufferSize);
       bodySize = msgrcv(id, slot, copyBufferSize, static_cast<long>(position), IPC_NOWAIT | MSG_COPY);
       if (bodySize >= 0) break;
       const int errnum = errno;
       if (errnum == ENOMSG) {
-        batch->end = true;
+        end = true;
         break;
       }
       const std::string doing = "MSG_COPY of message " + std::to_string(position) + " of " + QueueName(id) + " " +
@@ -117,41 +126,52 @@ std::unique_ptr<CopiedBatch> MsgQueueCalls::CopyMessages(int32_t id, uint32_t fi
       const size_t doubled = copyBufferSize * 2 > kMinimumGrownBuffer ? copyBufferSize * 2 : kMinimumGrownBuffer;
       copyBufferSize = doubled < msgmax ? doubled : msgmax;
     }
-    if (batch->end) break;
+    if (end) break;
     const size_t bytes = static_cast<size_t>(bodySize);
     // The first message always goes in, so a batch makes progress whatever maxBytes says.
-    if (batch->count > 0 && batch->data.size() + PackedBatch::PackedSize(bytes) > maxBytes) break;
-    batch->data.CommitReceived(bytes);
-    batch->count++;
+    if (count > 0 && data.size() - startSize + PackedBatch::PackedSize(bytes) > maxBytes) break;
+    data.CommitReceived(bytes);
+    count++;
   }
-  batch->bufferSize = copyBufferSize;
-  batch->statAfter = StatQueue(id);
-  return batch;
+}
+
+std::string MsgQueueCalls::CreateDoing(const CreateQueueRequest& request) const {
+  return "msgget key " + Hex(request.key) + " at id " + std::to_string(request.id) + " as uid " +
+         std::to_string(request.cuid) + " gid " + std::to_string(request.cgid) + " " + target_.where();
 }
 
 int32_t MsgQueueCalls::CreateQueue(const CreateQueueRequest& request) const {
-  const std::string doing = "msgget key " + Hex(request.key) + " at id " + std::to_string(request.id) + " as uid " +
-                            std::to_string(request.cuid) + " gid " + std::to_string(request.cgid) + " " +
-                            target_.where();
-  sysctls_.Write("msg_next_id", request.id);
+  const std::unique_ptr<SysctlFile> nextId = sysctls_.OpenFile("msg_next_id");
+  return CreateAt(request, *nextId);
+}
+
+int32_t MsgQueueCalls::CreateAt(const CreateQueueRequest& request, const SysctlFile& nextId) const {
+  nextId.Write(request.id);
   int created;
   int msggetErrno = 0;
-  try {
-    CreatorIdentity creator(request.cuid, request.cgid, target_.where());
-    created = msgget(static_cast<key_t>(request.key), static_cast<int>(request.mode & 0777) | IPC_CREAT | IPC_EXCL);
+  const int flags = static_cast<int>(request.mode & 0777) | IPC_CREAT | IPC_EXCL;
+  // The thread's own ids need no switch: msgget records the effective ids as the creator either way.
+  if (request.cuid == geteuid() && request.cgid == getegid()) {
+    created = msgget(static_cast<key_t>(request.key), flags);
     msggetErrno = errno;
-    creator.Restore();
-  } catch (const ErrnoError& error) {
-    throw ErrnoError(error.code(), error.errnum(), error.syscall(), error.what() + ClearNextId());
+  } else {
+    try {
+      CreatorIdentity creator(request.cuid, request.cgid, target_.where());
+      created = msgget(static_cast<key_t>(request.key), flags);
+      msggetErrno = errno;
+      creator.Restore();
+    } catch (const ErrnoError& error) {
+      throw ErrnoError(error.code(), error.errnum(), error.syscall(), error.what() + ClearNextId());
+    }
   }
   if (created < 0) {
-    const ErrnoError error = ErrnoError::FromErrno(msggetErrno, "msgget", doing);
+    const ErrnoError error = ErrnoError::FromErrno(msggetErrno, "msgget", CreateDoing(request));
     throw ErrnoError(error.code(), msggetErrno, error.syscall(), error.what() + ClearNextId());
   }
   if (created != request.id) {
     const int removed = msgctl(created, IPC_RMID, nullptr);
     const std::string cleanup = removed == 0 ? "it was removed again" : "removing it failed too";
-    throw ErrnoError::Project("E_ID_MISMATCH", doing + ": the kernel gave id " + std::to_string(created) +
+    throw ErrnoError::Project("E_ID_MISMATCH", CreateDoing(request) + ": the kernel gave id " + std::to_string(created) +
                                                    " instead (the id is taken or out of range); " + cleanup);
   }
   return created;
@@ -201,7 +221,23 @@ void MsgQueueCalls::SetQueue(int32_t id, const SetQueueRequest& request) const {
 }
 
 uint32_t MsgQueueCalls::SendMessages(int32_t id, uint8_t* packed, uint32_t count) const {
+  SendRun(id, packed, count, 0, -1);
+  return count;
+}
+
+uint32_t MsgQueueCalls::SendQueueMessages(const std::vector<int32_t>& ids, const std::vector<uint32_t>& counts,
+                                          uint8_t* packed) const {
   uint8_t* message = packed;
+  uint32_t sent = 0;
+  for (size_t index = 0; index < ids.size(); index++) {
+    message = SendRun(ids[index], message, counts[index], sent, static_cast<int64_t>(index));
+    sent += counts[index];
+  }
+  return sent;
+}
+
+uint8_t* MsgQueueCalls::SendRun(int32_t id, uint8_t* message, uint32_t count, uint32_t sentBefore,
+                                int64_t queueIndex) const {
   for (uint32_t sent = 0; sent < count; sent++) {
     int64_t type;
     uint32_t bodySize;
@@ -213,12 +249,13 @@ uint32_t MsgQueueCalls::SendMessages(int32_t id, uint8_t* packed, uint32_t count
                                                    std::to_string(type) + ", " + std::to_string(bodySize) +
                                                    " bytes) to " + QueueName(id) + " " + target_.where() + ", after " +
                                                    std::to_string(sent) + " sent");
-      error.WithNumber("sent", sent);
+      error.WithNumber("sent", sentBefore + sent);
+      if (queueIndex >= 0) error.WithNumber("queueIndex", static_cast<double>(queueIndex));
       throw error;
     }
     message += PackedBatch::PackedSize(bodySize);
   }
-  return count;
+  return message;
 }
 
 void MsgQueueCalls::RemoveQueue(int32_t id) const {

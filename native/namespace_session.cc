@@ -57,27 +57,73 @@ std::string StringArgument(const Napi::CallbackInfo& info, size_t index, const s
   return text;
 }
 
-Napi::Object QueueStatToJs(Napi::Env env, const QueueStat& stat) {
-  Napi::Object object = Napi::Object::New(env);
-  object.Set("id", stat.id);
-  object.Set("index", stat.id % 32768);
-  object.Set("seq", stat.id / 32768);
-  object.Set("key", stat.key);
-  object.Set("uid", stat.uid);
-  object.Set("gid", stat.gid);
-  object.Set("cuid", stat.cuid);
-  object.Set("cgid", stat.cgid);
-  object.Set("mode", stat.mode);
-  object.Set("stime", Napi::BigInt::New(env, stat.stime));
-  object.Set("rtime", Napi::BigInt::New(env, stat.rtime));
-  object.Set("ctime", Napi::BigInt::New(env, stat.ctime));
-  object.Set("cbytes", static_cast<double>(stat.cbytes));
-  object.Set("qnum", static_cast<double>(stat.qnum));
-  object.Set("qbytes", static_cast<double>(stat.qbytes));
-  object.Set("lspid", stat.lspid);
-  object.Set("lrpid", stat.lrpid);
-  return object;
+// The property names of a QueueStat object, made once per result: tens of thousands of stats cross at once.
+class QueueStatWriter {
+ public:
+  explicit QueueStatWriter(Napi::Env env) : env_(env) {
+    for (size_t i = 0; i < kFields; i++) keys_[i] = Napi::String::New(env, kNames[i]);
+  }
+
+  // One napi_define_properties call per object, with the names above.
+  Napi::Object ToJs(const QueueStat& stat) const {
+    const napi_value values[kFields] = {
+        Napi::Number::New(env_, stat.id),
+        Napi::Number::New(env_, stat.id % 32768),
+        Napi::Number::New(env_, stat.id / 32768),
+        Napi::Number::New(env_, stat.key),
+        Napi::Number::New(env_, stat.uid),
+        Napi::Number::New(env_, stat.gid),
+        Napi::Number::New(env_, stat.cuid),
+        Napi::Number::New(env_, stat.cgid),
+        Napi::Number::New(env_, stat.mode),
+        Napi::BigInt::New(env_, stat.stime),
+        Napi::BigInt::New(env_, stat.rtime),
+        Napi::BigInt::New(env_, stat.ctime),
+        Napi::Number::New(env_, static_cast<double>(stat.cbytes)),
+        Napi::Number::New(env_, static_cast<double>(stat.qnum)),
+        Napi::Number::New(env_, static_cast<double>(stat.qbytes)),
+        Napi::Number::New(env_, stat.lspid),
+        Napi::Number::New(env_, stat.lrpid),
+    };
+    napi_property_descriptor descriptors[kFields];
+    for (size_t i = 0; i < kFields; i++) {
+      descriptors[i] = {nullptr, keys_[i], nullptr, nullptr, nullptr, values[i], napi_default_jsproperty, nullptr};
+    }
+    Napi::Object object = Napi::Object::New(env_);
+    NAPI_THROW_IF_FAILED(env_, napi_define_properties(env_, object, kFields, descriptors), Napi::Object());
+    return object;
+  }
+
+ private:
+  static constexpr size_t kFields = 17;
+  static constexpr const char* kNames[kFields] = {"id",    "index", "seq",   "key",    "uid",  "gid",
+                                                  "cuid",  "cgid",  "mode",  "stime",  "rtime", "ctime",
+                                                  "cbytes", "qnum", "qbytes", "lspid", "lrpid"};
+  Napi::Env env_;
+  napi_value keys_[kFields];
+};
+
+// Must match QUEUE_STAT_FIELDS in lib/native.ts (test/native checks it): one double per field, exact
+// (ids, counts and seconds all stay below 2^53).
+constexpr size_t kPackedStatFields = 15;
+
+void PackQueueStat(const QueueStat& stat, double* out) {
+  const double fields[kPackedStatFields] = {
+      static_cast<double>(stat.id),     static_cast<double>(stat.key),    static_cast<double>(stat.uid),
+      static_cast<double>(stat.gid),    static_cast<double>(stat.cuid),   static_cast<double>(stat.cgid),
+      static_cast<double>(stat.mode),   static_cast<double>(stat.stime),  static_cast<double>(stat.rtime),
+      static_cast<double>(stat.ctime),  static_cast<double>(stat.cbytes), static_cast<double>(stat.qnum),
+      static_cast<double>(stat.qbytes), static_cast<double>(stat.lspid),  static_cast<double>(stat.lrpid)};
+  memcpy(out, fields, sizeof(fields));
 }
+
+Napi::Float64Array PackedStatsToJs(Napi::Env env, const std::vector<QueueStat>& stats) {
+  Napi::Float64Array array = Napi::Float64Array::New(env, stats.size() * kPackedStatFields);
+  for (size_t i = 0; i < stats.size(); i++) PackQueueStat(stats[i], array.Data() + i * kPackedStatFields);
+  return array;
+}
+
+Napi::Object QueueStatToJs(Napi::Env env, const QueueStat& stat) { return QueueStatWriter(env).ToJs(stat); }
 
 Napi::Value PackedBytesToJs(Napi::Env env, PackedBatch& packed) {
   const size_t size = packed.size();
@@ -86,6 +132,57 @@ Napi::Value PackedBytesToJs(Napi::Env env, PackedBatch& packed) {
   // The Buffer takes the batch's memory as it is: no copy, freed when JS lets go of it.
   return Napi::Buffer<uint8_t>::New(env, bytes, size, [](Napi::Env, uint8_t* data) { free(data); });
 }
+
+// A per-queue failure inside a batch's result: the fields of a native rejection, as plain data.
+Napi::Object ErrorFieldsToJs(Napi::Env env, const ErrnoError& error) {
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("code", error.code());
+  object.Set("errno", error.errnum());
+  object.Set("syscall", error.syscall());
+  object.Set("message", error.what());
+  return object;
+}
+
+Napi::Array ArrayArgument(const Napi::CallbackInfo& info, size_t index, const std::string& what) {
+  if (!info[index].IsArray()) throw ArgumentError(info.Env(), what + " must be an array");
+  return info[index].As<Napi::Array>();
+}
+
+// Requests of a batch, packed: `fields` float64s per queue (the field lists in lib/native.ts).
+Napi::Float64Array Float64ArrayArgument(const Napi::CallbackInfo& info, size_t index, const std::string& what,
+                                        size_t fields) {
+  if (!info[index].IsTypedArray() || info[index].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw ArgumentError(info.Env(), what + " must be a Float64Array");
+  }
+  Napi::Float64Array array = info[index].As<Napi::Float64Array>();
+  if (array.ElementLength() % fields != 0) {
+    throw ArgumentError(info.Env(), what + " must hold " + std::to_string(fields) + " numbers per queue");
+  }
+  return array;
+}
+
+// One field of request `index` in a packed request array, checked to be an integer in [min, max].
+class PackedField {
+ public:
+  PackedField(Napi::Env env, const Napi::Float64Array& array, size_t fields, size_t index, const char* what)
+      : env_(env), values_(array.Data() + index * fields), index_(index), what_(what) {}
+
+  double operator()(size_t offset, const char* name, double min, double max) const {
+    const double value = values_[offset];
+    if (!std::isfinite(value) || std::floor(value) != value || value < min || value > max) {
+      throw ArgumentError(env_, std::string(what_) + "[" + std::to_string(index_) + "]." + name +
+                                    " must be an integer from " + std::to_string(static_cast<int64_t>(min)) + " to " +
+                                    std::to_string(static_cast<int64_t>(max)) + ", got " + std::to_string(value));
+    }
+    return value;
+  }
+
+ private:
+  Napi::Env env_;
+  const double* values_;
+  size_t index_;
+  const char* what_;
+};
 
 // The optional `as` argument of writeSysctl/sysctlWritable: { uid, gid }, or undefined for the session's own ids.
 std::optional<SysctlWriter> WriterArgument(const Napi::CallbackInfo& info, size_t index, const std::string& method) {
@@ -114,6 +211,7 @@ void NamespaceSession::Register(Napi::Env env) {
       env, "NativeNamespace",
       {
           InstanceMethod<&NamespaceSession::ListQueues>("listQueues"),
+          InstanceMethod<&NamespaceSession::ListQueueStats>("listQueueStats"),
           InstanceMethod<&NamespaceSession::StatQueue>("statQueue"),
           InstanceMethod<&NamespaceSession::CopyMessages>("copyMessages"),
           InstanceMethod<&NamespaceSession::ReadSysctls>("readSysctls"),
@@ -124,6 +222,9 @@ void NamespaceSession::Register(Napi::Env env) {
           InstanceMethod<&NamespaceSession::SetQueue>("setQueue"),
           InstanceMethod<&NamespaceSession::SendMessages>("sendMessages"),
           InstanceMethod<&NamespaceSession::RemoveQueue>("removeQueue"),
+          InstanceMethod<&NamespaceSession::CreateQueues>("createQueues"),
+          InstanceMethod<&NamespaceSession::CopyQueues>("copyQueues"),
+          InstanceMethod<&NamespaceSession::SendQueueMessages>("sendQueueMessages"),
           InstanceMethod<&NamespaceSession::Probe>("probe"),
           InstanceMethod<&NamespaceSession::ListPosixQueues>("listPosixQueues"),
           InstanceMethod<&NamespaceSession::TakePosixMessages>("takePosixMessages"),
@@ -207,9 +308,20 @@ Napi::Value NamespaceSession::ListQueues(const Napi::CallbackInfo& info) {
       auto queues = std::make_shared<std::vector<QueueStat>>(calls->ListQueues());
       return [queues](Napi::Env env) -> Napi::Value {
         Napi::Array array = Napi::Array::New(env, queues->size());
-        for (size_t index = 0; index < queues->size(); index++) array.Set(index, QueueStatToJs(env, (*queues)[index]));
+        const QueueStatWriter stats(env);
+        for (size_t index = 0; index < queues->size(); index++) array.Set(index, stats.ToJs((*queues)[index]));
         return array;
       };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::ListQueueStats(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const MsgQueueCalls* calls = &calls_;
+    return [calls]() -> NamespaceThread::ResultBuilder {
+      auto queues = std::make_shared<std::vector<QueueStat>>(calls->ListQueues());
+      return [queues](Napi::Env env) -> Napi::Value { return PackedStatsToJs(env, *queues); };
     };
   });
 }
@@ -379,6 +491,127 @@ Napi::Value NamespaceSession::RemoveQueue(const Napi::CallbackInfo& info) {
     return [calls, id]() -> NamespaceThread::ResultBuilder {
       calls->RemoveQueue(id);
       return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::CreateQueues(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    // NEW_QUEUE_FIELDS of lib/native.ts, one float64 each per queue.
+    constexpr size_t kRequestFields = 8;
+    const Napi::Float64Array packed = Float64ArrayArgument(info, 0, "createQueues: requests", kRequestFields);
+    std::vector<NewQueue> queues(packed.ElementLength() / kRequestFields);
+    for (size_t index = 0; index < queues.size(); index++) {
+      const PackedField field(env, packed, kRequestFields, index, "createQueues: requests");
+      NewQueue& queue = queues[index];
+      queue.create.id = static_cast<int32_t>(field(0, "id", 0, std::numeric_limits<int32_t>::max()));
+      queue.create.key = static_cast<uint32_t>(field(1, "key", 0, kMaxUint32));
+      queue.create.mode = static_cast<uint32_t>(field(2, "mode", 0, 0777));
+      queue.create.cuid = static_cast<uid_t>(field(3, "cuid", 0, kMaxOwnerId));
+      queue.create.cgid = static_cast<gid_t>(field(4, "cgid", 0, kMaxOwnerId));
+      queue.set.uid = static_cast<uid_t>(field(5, "uid", 0, kMaxOwnerId));
+      queue.set.gid = static_cast<gid_t>(field(6, "gid", 0, kMaxOwnerId));
+      queue.set.mode = queue.create.mode;
+      queue.set.qbytes = static_cast<uint64_t>(field(7, "qbytes", 0, kMaxSafeInteger));
+    }
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, queues = std::move(queues)]() -> NamespaceThread::ResultBuilder {
+      auto result = std::make_shared<CreatedQueues>(calls->CreateQueues(queues));
+      return [result](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        Napi::Array created = Napi::Array::New(env, result->created.size());
+        for (size_t i = 0; i < result->created.size(); i++) created.Set(i, result->created[i]);
+        object.Set("created", created);
+        if (result->failure) {
+          Napi::Object failure = ErrorFieldsToJs(env, *result->failure);
+          failure.Set("index", static_cast<double>(result->failedIndex));
+          failure.Set("queueCreated", result->failedQueueCreated);
+          object.Set("failure", failure);
+        }
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::CopyQueues(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    // COPY_REQUEST_FIELDS of lib/native.ts, one float64 each per queue.
+    constexpr size_t kRequestFields = 4;
+    const Napi::Float64Array packed = Float64ArrayArgument(info, 0, "copyQueues: requests", kRequestFields);
+    std::vector<QueueCopyRequest> requests(packed.ElementLength() / kRequestFields);
+    for (size_t index = 0; index < requests.size(); index++) {
+      const PackedField field(env, packed, kRequestFields, index, "copyQueues: requests");
+      requests[index].id = static_cast<int32_t>(field(0, "id", 0, std::numeric_limits<int32_t>::max()));
+      requests[index].maxCount = static_cast<uint32_t>(field(1, "maxCount", 0, kMaxUint32));
+      requests[index].maxBytes = static_cast<size_t>(field(2, "maxBytes", 1, kMaxSafeInteger));
+      requests[index].bufferSize = static_cast<size_t>(field(3, "bufferSize", 0, kMaxSafeInteger));
+    }
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, requests = std::move(requests)]() -> NamespaceThread::ResultBuilder {
+      std::shared_ptr<CopiedQueues> batch = calls->CopyQueues(requests);
+      return [batch](Napi::Env env) -> Napi::Value {
+        constexpr size_t kPartFields = 5;  // COPIED_PART_FIELDS in lib/native.ts
+        const size_t count = batch->queues.size();
+        Napi::Float64Array parts = Napi::Float64Array::New(env, count * kPartFields);
+        Napi::Float64Array before = Napi::Float64Array::New(env, count * kPackedStatFields);
+        Napi::Float64Array after = Napi::Float64Array::New(env, count * kPackedStatFields);
+        Napi::Array errors = Napi::Array::New(env);
+        for (size_t i = 0; i < count; i++) {
+          const CopiedQueue& copied = batch->queues[i];
+          double* part = parts.Data() + i * kPartFields;
+          part[0] = static_cast<double>(copied.offset);
+          part[1] = static_cast<double>(copied.length);
+          part[2] = copied.count;
+          part[3] = copied.end ? 1 : 0;
+          part[4] = static_cast<double>(copied.bufferSize);
+          if (copied.error) {
+            Napi::Object error = ErrorFieldsToJs(env, *copied.error);
+            error.Set("index", static_cast<double>(i));
+            errors.Set(errors.Length(), error);
+            continue;
+          }
+          PackQueueStat(copied.statBefore, before.Data() + i * kPackedStatFields);
+          PackQueueStat(copied.statAfter, after.Data() + i * kPackedStatFields);
+        }
+        Napi::Object object = Napi::Object::New(env);
+        object.Set("data", PackedBytesToJs(env, batch->data));
+        object.Set("parts", parts);
+        object.Set("statsBefore", before);
+        object.Set("statsAfter", after);
+        object.Set("errors", errors);
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::SendQueueMessages(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const Napi::Array idArray = ArrayArgument(info, 0, "sendQueueMessages: ids");
+    const Napi::Array countArray = ArrayArgument(info, 1, "sendQueueMessages: counts");
+    if (idArray.Length() != countArray.Length()) throw ArgumentError(env, "sendQueueMessages: ids and counts differ in length");
+    if (!info[2].IsBuffer()) throw ArgumentError(env, "sendQueueMessages: packed must be a Buffer");
+    std::vector<int32_t> ids(idArray.Length());
+    std::vector<uint32_t> counts(idArray.Length());
+    double total = 0;
+    for (uint32_t i = 0; i < idArray.Length(); i++) {
+      ids[i] = static_cast<int32_t>(IntegerValue(env, idArray.Get(i), "sendQueueMessages: ids[" + std::to_string(i) + "]",
+                                                 0, std::numeric_limits<int32_t>::max()));
+      counts[i] = static_cast<uint32_t>(IntegerValue(env, countArray.Get(i),
+                                                     "sendQueueMessages: counts[" + std::to_string(i) + "]", 0, kMaxUint32));
+      total += counts[i];
+    }
+    if (total > kMaxUint32) throw ArgumentError(env, "sendQueueMessages: more than 2^32-1 messages");
+    Napi::Buffer<uint8_t> packed = info[2].As<Napi::Buffer<uint8_t>>();
+    const std::string problem = PackedBatch::Validate(packed.Data(), packed.Length(), static_cast<uint32_t>(total));
+    if (!problem.empty()) throw ArgumentError(env, "sendQueueMessages: packed buffer: " + problem);
+    // One copy per batch: the session thread never reads memory that JS owns and may reuse or detach.
+    auto bytes = std::make_shared<std::vector<uint8_t>>(packed.Data(), packed.Data() + packed.Length());
+    const MsgQueueCalls* calls = &calls_;
+    return [calls, ids = std::move(ids), counts = std::move(counts), bytes]() -> NamespaceThread::ResultBuilder {
+      const uint32_t sent = calls->SendQueueMessages(ids, counts, bytes->data());
+      return [sent](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, sent); };
     };
   });
 }

@@ -31,6 +31,7 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value RunJob(const Napi::CallbackInfo& info, Prepare prepare);
 
   Napi::Value ListQueues(const Napi::CallbackInfo& info);
+  Napi::Value ListQueueStats(const Napi::CallbackInfo& info);
   Napi::Value StatQueue(const Napi::CallbackInfo& info);
   Napi::Value CopyMessages(const Napi::CallbackInfo& info);
   Napi::Value ReadSysctls(const Napi::CallbackInfo& info);
@@ -41,6 +42,9 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value SetQueue(const Napi::CallbackInfo& info);
   Napi::Value SendMessages(const Napi::CallbackInfo& info);
   Napi::Value RemoveQueue(const Napi::CallbackInfo& info);
+  Napi::Value CreateQueues(const Napi::CallbackInfo& info);
+  Napi::Value CopyQueues(const Napi::CallbackInfo& info);
+  Napi::Value SendQueueMessages(const Napi::CallbackInfo& info);
   Napi::Value Probe(const Napi::CallbackInfo& info);
   Napi::Value ListPosixQueues(const Napi::CallbackInfo& info);
   Napi::Value TakePosixMessages(const Napi::CallbackInfo& info);

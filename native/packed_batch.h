@@ -27,6 +27,10 @@ class PackedBatch {
 
   static size_t PackedSize(size_t bodySize) { return kHeaderBytes + bodySize; }
   size_t size() const { return size_; }
+  // Drops every byte from `size` on (a queue of a batch whose copy failed).
+  void Truncate(size_t size) {
+    if (size < size_) size_ = size;
+  }
 
   // Hands the bytes over, shrunk to size(); free() them. nullptr when empty.
   uint8_t* Release();

@@ -2,8 +2,11 @@
 // with no image encoding. Built by scripts/bench.js with `gcc -O2`; not part of the package.
 //
 //   bench-baseline fill    --ns PATH [--queues Q] [--messages N] [--size S] [--msgmax B] [--msgmnb B]
-//   bench-baseline restore --ns PATH [same options as fill]   (msg_next_id + msgget + IPC_SET + msgsnd)
-//   bench-baseline save    --ns PATH [--buffer learned|msgmax] (MSG_INFO + MSG_STAT_ANY + MSG_COPY)
+//   bench-baseline restore --ns PATH [same options as fill] [--read FILE]
+//                          (msg_next_id + msgget + IPC_SET + msgsnd; --read: each body is read from FILE first)
+//   bench-baseline save    --ns PATH [--buffer learned|msgmax] [--write FILE]
+//                          (MSG_INFO + MSG_STAT_ANY + MSG_COPY; --write: every message, 12-byte header and
+//                          body, is written to FILE, which is fsync'ed at the end, as an image file is)
 //   bench-baseline count   --ns PATH                           (queues, messages, bytes in the namespace)
 //   bench-baseline run     --report FILE [--stdout FILE] -- CMD ARGS...  (wall time and peak RSS of one child)
 //
@@ -20,6 +23,7 @@
 #include <sys/msg.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +50,8 @@ struct options {
   int buffer_msgmax;
   const char *report;
   const char *child_stdout;
+  const char *write_file;
+  const char *read_file;
 };
 
 static void die(const char *what) {
@@ -127,6 +133,12 @@ static int create_and_send(const struct options *opt, int restore) {
     if (next_id_fd < 0) die("/proc/sys/kernel/msg_next_id");
   }
 
+  int read_fd = -1;
+  if (restore && opt->read_file != NULL) {
+    read_fd = open(opt->read_file, O_RDONLY | O_CLOEXEC);
+    if (read_fd < 0) die(opt->read_file);
+  }
+
   double start = now_seconds();
   long sent = 0;
   for (long q = 0; q < opt->queues; q++) {
@@ -153,12 +165,15 @@ static int create_and_send(const struct options *opt, int restore) {
     }
     for (long m = 0; m < opt->messages; m++) {
       msg->mtype = 1 + (m % 7);
+      // The same bytes a restore reads from its image; the fill's pattern stays when the file runs out.
+      if (read_fd >= 0 && read(read_fd, msg->mtext, (size_t)opt->size) < 0) die(opt->read_file);
       if (msgsnd(id, msg, (size_t)opt->size, IPC_NOWAIT) != 0) die("msgsnd");
       sent++;
     }
   }
   double seconds = now_seconds() - start;
   if (next_id_fd >= 0) close(next_id_fd);
+  if (read_fd >= 0) close(read_fd);
   printf("{\"mode\":\"%s\",\"queues\":%ld,\"messages\":%ld,\"bytes\":%ld,\"seconds\":%.6f,\"maxrssKb\":%ld}\n",
          restore ? "restore" : "fill", opt->queues, sent, sent * opt->size, seconds, peak_rss_kb());
   free(msg);
@@ -182,6 +197,11 @@ static int save(const struct options *opt) {
   long queues = 0, messages = 0, bytes = 0, grows = 0;
   double slice_seconds[COST_SLICES] = {0};
   long slice_messages[COST_SLICES] = {0};
+  int write_fd = -1;
+  if (opt->write_file != NULL) {
+    write_fd = open(opt->write_file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (write_fd < 0) die(opt->write_file);
+  }
 
   double start = now_seconds();
   int highest = highest_index();
@@ -222,9 +242,19 @@ static int save(const struct options *opt) {
       messages++;
       bytes += got;
       slice_messages[slice]++;
+      if (write_fd >= 0) {
+        // The 12-byte packed header (int64 type, uint32 size) sits just before the body, as in an image.
+        struct {
+          int64_t type;
+          uint32_t size;
+        } __attribute__((packed)) header = {msg->mtype, (uint32_t)got};
+        struct iovec parts[2] = {{&header, sizeof header}, {msg->mtext, (size_t)got}};
+        if (writev(write_fd, parts, 2) != (ssize_t)(sizeof header + (size_t)got)) die(opt->write_file);
+      }
     }
     slice_seconds[slice] += now_seconds() - slice_start;
   }
+  if (write_fd >= 0 && (fsync(write_fd) != 0 || close(write_fd) != 0)) die(opt->write_file);
   double seconds = now_seconds() - start;
 
   printf("{\"mode\":\"save\",\"buffer\":\"%s\",\"queues\":%ld,\"messages\":%ld,\"bytes\":%ld,\"seconds\":%.6f,"
@@ -318,6 +348,8 @@ int main(int argc, char **argv) {
     else if (strcmp(arg, "--buffer") == 0) opt.buffer_msgmax = value && strcmp(value, "msgmax") == 0;
     else if (strcmp(arg, "--report") == 0) opt.report = value;
     else if (strcmp(arg, "--stdout") == 0) opt.child_stdout = value;
+    else if (strcmp(arg, "--write") == 0) opt.write_file = value;
+    else if (strcmp(arg, "--read") == 0) opt.read_file = value;
     else {
       fprintf(stderr, "bench-baseline: unknown option %s\n", arg);
       return 2;

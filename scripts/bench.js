@@ -34,17 +34,26 @@ const FULL_ROWS = [
   { name: '30k x 64 B', queues: 1, messages: 30000, size: 64 },
   { name: '1k x 64 KiB', queues: 1, messages: 1000, size: 64 * KIB },
   { name: '100 queues x 100 x 64 B', queues: 100, messages: 100, size: 64, msgmaxBufferProbe: true },
+  { name: '1000 queues x 100 x 16 B', queues: 1000, messages: 100, size: 16 },
+  { name: '2k x 8 KiB', queues: 1, messages: 2000, size: 8 * KIB },
+  { name: '1 queue, empty', queues: 1, messages: 0, size: 64 },
+  { name: '32,000 queues x 1 x 64 B', queues: 32000, messages: 1, size: 64, repeats: 3 },
   { name: '1k x 64 B, msgmax 1 MiB', queues: 1, messages: 1000, size: 64, msgmax: MIB, msgmaxBufferProbe: true },
   { name: '1M x 16 B', queues: 1, messages: 1000000, size: 16, save: false },
-  { name: '1 GiB: 16 queues x 1024 x 64 KiB', queues: 16, messages: 1024, size: 64 * KIB, repeats: 1 },
+  { name: '1 GiB: 16 queues x 1024 x 64 KiB', queues: 16, messages: 1024, size: 64 * KIB, repeats: 1, ioBaseline: true },
 ];
 const QUICK_ROWS = [
   { name: '1k x 64 B', queues: 1, messages: 1000, size: 64, msgmaxBufferProbe: true },
   { name: '10k x 64 B', queues: 1, messages: 10000, size: 64 },
   { name: '100 x 64 KiB', queues: 1, messages: 100, size: 64 * KIB },
   { name: '100 queues x 100 x 64 B', queues: 100, messages: 100, size: 64 },
+  { name: '1000 queues x 100 x 16 B', queues: 1000, messages: 100, size: 16 },
+  { name: '2k x 8 KiB', queues: 1, messages: 2000, size: 8 * KIB },
+  { name: '1 queue, empty', queues: 1, messages: 0, size: 64 },
+  { name: '32,000 queues x 1 x 64 B', queues: 32000, messages: 1, size: 64, repeats: 3 },
   { name: '1k x 64 B, msgmax 1 MiB', queues: 1, messages: 1000, size: 64, msgmax: MIB, msgmaxBufferProbe: true },
   { name: '100k x 16 B', queues: 1, messages: 100000, size: 16, save: false },
+  { name: '64 MiB: 16 queues x 64 x 64 KiB', queues: 16, messages: 64, size: 64 * KIB, repeats: 3, ioBaseline: true },
 ];
 
 function parseArguments(argv) {
@@ -228,6 +237,15 @@ function detectIpcCkpt(baselineOnly) {
   return { cli, api, why };
 }
 
+const NODE_START = 'node -e 0';
+const C_WRITES = 'C baseline, writes + fsync';
+const C_READS = 'C baseline, reads the image';
+
+/** Node's own start, measured in the same turns as the row's other tools. */
+function nodeStartTool(baseline) {
+  return { name: NODE_START, measure: () => baseline.measure([process.execPath, '-e', '0']) };
+}
+
 function measureCli(baseline, args, measureOptions) {
   const run = baseline.measure([process.execPath, CLI, ...args], measureOptions);
   if (run.exitCode !== 0) throw new Error(`ipc-ckpt ${args.join(' ')} exited ${run.exitCode}: ${run.stderr.trim()}`);
@@ -287,7 +305,9 @@ async function benchSave(baseline, ipcCkpt, row, workDir) {
     const repeats = repeatsFor(row, first.seconds);
     const cliImage = path.join(workDir, `${slug(row.name)}.img`);
     const apiImage = path.join(workDir, `${slug(row.name)}.api.img`);
-    const tools = [{ name: 'C baseline', measure: () => baseline.call('save', ns) }];
+    const tools = [{ name: 'C baseline', measure: () => baseline.call('save', ns) }, nodeStartTool(baseline)];
+    // The floor of a save that writes: the same copies, every byte written to a file and fsync'ed.
+    if (row.ioBaseline) tools.push({ name: C_WRITES, measure: () => baseline.call('save', ns, ['--write', path.join(workDir, 'baseline.img')]) });
     if (row.msgmaxBufferProbe) tools.push({ name: 'C baseline, msgmax buffer', measure: () => baseline.call('save', ns, ['--buffer', 'msgmax']) });
     if (ipcCkpt.cli) tools.push({ name: 'ipc-ckpt CLI', measure: () => measureCli(baseline, ['save', '--ns', ns, '-o', cliImage]) });
     // The same save to stdout into /dev/null: no file, no fsync, to tell the codec's cost from the disk's.
@@ -324,7 +344,11 @@ async function benchRestore(baseline, ipcCkpt, row, imageFile) {
       checkRestored(baseline, ns, row, who);
       return run;
     });
-  const tools = [{ name: 'C baseline', measure: inFreshNamespace('C baseline', (ns) => baseline.call('restore', ns, contentArguments(row))) }];
+  const tools = [{ name: 'C baseline', measure: inFreshNamespace('C baseline', (ns) => baseline.call('restore', ns, contentArguments(row))) }, nodeStartTool(baseline)];
+  // The floor of a restore that reads: every body is read from the image file before it is sent.
+  if (row.ioBaseline && imageFile !== null) {
+    tools.push({ name: C_READS, measure: inFreshNamespace(C_READS, (ns) => baseline.call('restore', ns, [...contentArguments(row), '--read', imageFile])) });
+  }
   if (imageFile !== null && ipcCkpt.cli) {
     tools.push({ name: 'ipc-ckpt CLI', measure: inFreshNamespace('ipc-ckpt CLI', (ns) => measureCli(baseline, ['restore', '--ns', ns, '-i', imageFile])) });
   }
@@ -360,6 +384,46 @@ function withRatios(results) {
     result.ratio = base ? result.seconds / base.seconds : null;
   }
   return results;
+}
+
+/**
+ * Per row and operation: the C floor, `node -e 0`, the API, the CLI, CLI / (floor + node start) and
+ * API / floor (the issue's targets: <= 1.3 and <= 1.2).
+ */
+function rowRatios(results) {
+  const rows = [];
+  for (const floor of results.filter((r) => r.tool === 'C baseline')) {
+    const pick = (tool) => find(results, floor.row, floor.operation, tool);
+    const node = pick(NODE_START);
+    const api = pick('ipc-ckpt API');
+    const cli = pick('ipc-ckpt CLI');
+    if (!node) continue;
+    rows.push({
+      row: floor.row,
+      operation: floor.operation,
+      floorSeconds: floor.seconds,
+      nodeSeconds: node.seconds,
+      apiSeconds: api ? api.seconds : null,
+      cliSeconds: cli ? cli.seconds : null,
+      cliOverFloorPlusNode: cli ? cli.seconds / (floor.seconds + node.seconds) : null,
+      apiOverFloor: api ? api.seconds / floor.seconds : null,
+    });
+  }
+  return rows;
+}
+
+function rowRatiosTable(rows) {
+  const lines = [
+    '| Contents | Op | C floor | node -e 0 | API | CLI | CLI / (floor + node) | API / floor |',
+    '|---|---|--:|--:|--:|--:|--:|--:|',
+  ];
+  const time = (s) => (s === null ? '' : formatSeconds(s));
+  const ratio = (x, limit) => (x === null ? '' : `${x.toFixed(2)} ${x <= limit ? '(met)' : '(missed)'}`);
+  for (const r of rows) {
+    lines.push(`| ${r.row} | ${r.operation} | ${time(r.floorSeconds)} | ${time(r.nodeSeconds)} | ${time(r.apiSeconds)} | ${time(r.cliSeconds)} | ` +
+      `${ratio(r.cliOverFloorPlusNode, 1.3)} | ${ratio(r.apiOverFloor, 1.2)} |`);
+  }
+  return lines.join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -433,6 +497,16 @@ function judgeTargets(results, codec) {
   };
   ratioTarget('save at 10k messages within 1.10x of C', '10k x 64 B', 'save', 1.1);
   ratioTarget('restore at 1M messages within 1.5x of C', '1M x 16 B', 'restore', 1.5);
+  // Against the C loops that also write (read) the same bytes.
+  for (const r of results.filter((x) => x.tool.startsWith('ipc-ckpt'))) {
+    const io = find(results, r.row, r.operation, r.operation === 'save' ? C_WRITES : C_READS);
+    if (!io || r.tool.includes('/dev/null')) continue;
+    const ratio = r.seconds / io.seconds;
+    targets.push({ target: `${r.row} ${r.operation} within 2x of the C loop that ${r.operation === 'save' ? 'writes' : 'reads'} (${r.tool})`, limit: '<= 2x', measured: `${ratio.toFixed(2)}x`, met: ratio <= 2 });
+  }
+  for (const r of results.filter((x) => x.row.startsWith('32,000 queues') && x.tool.startsWith('ipc-ckpt'))) {
+    targets.push({ target: `32,000 queues ${r.operation} under 1 s (${r.tool})`, limit: '< 1 s', measured: formatSeconds(r.seconds), met: r.seconds < 1 });
+  }
   if (codec) {
     for (const key of ['encodeMemory', 'decodeMemory', 'encodeFile', 'decodeFile']) {
       const c = codec[key];
@@ -512,6 +586,7 @@ async function main() {
     }
 
     const targets = judgeTargets(results, codec);
+    const ratios = rowRatios(results);
     const report = {
       command,
       startedAt,
@@ -520,6 +595,7 @@ async function main() {
       ipcCkpt: { cli: ipcCkpt.cli, api: ipcCkpt.api },
       units: { MB: '1e6 bytes (message bodies only)', peakRss: 'KiB, ru_maxrss of the measuring process' },
       results,
+      rowRatios: ratios,
       codec,
       targets,
     };
@@ -528,6 +604,8 @@ async function main() {
     const m = report.machine;
     console.log(`\n${command}  (Linux ${m.kernel}, ${m.cpu}, ${m.cores} cores, Node ${m.node}, commit ${m.commit}, load average ${m.loadAverage.join(' ')})\n`);
     console.log(markdownTable(results));
+    console.log('\nPer row: CLI <= 1.3 x (C floor + `node -e 0`) and API <= 1.2 x C floor are the targets (reported, never asserted).\n');
+    console.log(rowRatiosTable(ratios));
     console.log(`\nMSG_COPY walks the queue from its head on every call: a non-destructive dump is O(n^2).\n`);
     console.log(msgCopyCostTable(results));
     if (codec) {

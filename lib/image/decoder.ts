@@ -645,8 +645,11 @@ export interface ImageSummary {
   posix?: { limits: PosixSection['limits']; queues: Array<{ queue: PosixSection['queues'][number]['queue']; offset: number }> };
 }
 
-/** Reads a whole image, checking everything including the integrity record, without keeping messages. */
-export async function verifyImage(input: ImageInput, options: DecoderOptions = {}): Promise<ImageSummary> {
+/**
+ * Reads a whole image, checking everything including the integrity record, without keeping messages.
+ * onMessages sees each batch of queue queueIndex (packed is reused: copy what you keep).
+ */
+export async function verifyImage(input: ImageInput, options: DecoderOptions = {}, onMessages?: (queueIndex: number, packed: Buffer, count: number) => void): Promise<ImageSummary> {
   let header: ImageHeader | undefined;
   let limits: NamespaceLimits | undefined;
   let idMapping: ImageIdMapping | undefined;
@@ -679,6 +682,7 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
           largestMessageBytes = Math.max(largestMessageBytes, entry.largestMessageBytes);
           messageBytes += event.packed.length - event.count * PACKED_HEADER_BYTES;
           messageCount += event.count;
+          onMessages?.(queues.length - 1, event.packed, event.count);
           break;
         }
         case 'posix-section':
