@@ -15,6 +15,7 @@ const GUARDIAN_SCRIPT = `
 trap '' INT TERM HUP PIPE
 files=''
 queues=''
+mqueues=''
 batches=''
 forgotten=' '
 n=0
@@ -26,6 +27,8 @@ while read -r verb value rest; do
     queue) queues="$value $queues"; eval "key_$value=\\$rest" ;;
     queues) b=$((b+1)); chunk=$(head -c "$value"); eval "batch_$b=\\$chunk"; batches="$b $batches" ;;
     forget) forgotten="$forgotten$value $rest " ;;
+    mqueue) mqueues="$value $mqueues" ;;
+    forget-mqueue) kept=''; for m in $mqueues; do [ "$m" = "$value" ] || kept="$kept $m"; done; mqueues=$kept ;;
     done) exit 0 ;;
   esac
   echo ok
@@ -41,6 +44,10 @@ for id in $queues; do
   if ipcs -q | awk -v id="$id" -v key="$key" '$2 == id && $1 == key { found = 1 } END { exit !found }'; then
     ipcrm -q "$id" 2>/dev/null
   fi
+done
+# POSIX queues a restore created (names as octal escapes): unlinked through a private mqueue mount.
+for octal in $mqueues; do
+  unshare --mount sh -c 'mount -t mqueue none /tmp && rm -f -- "/tmp/$1"' sh "$(printf "$octal")" 2>/dev/null
 done
 for i in $files; do
   eval "as=\\$as_$i; value=\\$value_$i; path=\\$path_$i"
@@ -58,6 +65,11 @@ exit 0
 export interface FileRestoreOptions {
   writeAsUid?: number;
   writeAsGid?: number;
+}
+
+/** A queue name as printf octal escapes: one shell word whatever bytes the name holds. */
+function octalEscaped(name: string): string {
+  return [...Buffer.from(name, 'utf8')].map((byte) => `\\${byte.toString(8).padStart(3, '0')}`).join('');
 }
 
 export class RollbackGuardian {
@@ -114,6 +126,16 @@ export class RollbackGuardian {
   /** Call before a queue is created: if we die, the guardian removes the queue with this id and key. */
   registerQueue(id: number, key: number): Promise<void> {
     return this.send(`queue ${Math.trunc(id)} 0x${(key >>> 0).toString(16).padStart(8, '0')}`);
+  }
+
+  /** Call before a POSIX queue is created: if we die, the guardian unlinks the queue of this name. */
+  registerPosixQueue(name: string): Promise<void> {
+    return this.send(`mqueue ${octalEscaped(name)}`);
+  }
+
+  /** The POSIX queue was removed by us already (or never made). */
+  forgetPosixQueue(name: string): Promise<void> {
+    return this.send(`forget-mqueue ${octalEscaped(name)}`);
   }
 
   /** The queue was removed by us already. */

@@ -13,6 +13,7 @@ import { openNamespace } from './namespace';
 import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
 import { RaisedSysctls } from './raised-sysctls';
 import { resolveTarget, ResolvedTarget, Target } from './target';
+import { PosixQueueSaver, queueSelection } from './posix-queues';
 
 export interface SaveOptions {
   /** Freeze the target pid's cgroup for the duration of the save (always thawed). */
@@ -25,6 +26,11 @@ export interface SaveOptions {
   onProgress?: (progress: SaveProgress) => void;
   /** Packed bytes per native copy batch. */
   batchBytes?: number;
+  /** The caller asserts nothing uses the namespace's POSIX queues during the save (instead of freeze). */
+  quiescent?: boolean;
+  /** Save only the SysV queues, or only the POSIX queues (the image's SysV section is then empty). */
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
 }
 
 export interface SaveProgress {
@@ -49,6 +55,9 @@ export interface SaveSummary {
   msgmaxRaised: boolean;
   /** SHA-256 of the image before its integrity record, hex. */
   digest: string;
+  /** POSIX queues and their messages saved (taken and put back). */
+  posixQueues: number;
+  posixMessages: number;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 5;
@@ -194,8 +203,11 @@ class SaveRun {
   private currentMsgmax = 0;
   private copyBufferSize = MIN_COPY_BUFFER;
   private ids: NamespaceIds | undefined;
-  readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '' };
+  readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '', posixQueues: 0, posixMessages: 0 };
   private progress: SaveProgress = { queuesDone: 0, queuesTotal: 0, messagesDone: 0, messagesTotal: 0 };
+  /** The POSIX half (lib/posix-queues.ts); undefined with --sysv-only. */
+  readonly posix: PosixQueueSaver | undefined;
+  private readonly sysv: boolean;
 
   constructor(
     private readonly ns: NativeNamespace,
@@ -205,6 +217,9 @@ class SaveRun {
   ) {
     this.encoder = new ImageEncoder({ strictV16: options.strictV16 });
     this.raised = new RaisedSysctls(ns, target);
+    const selection = queueSelection(options);
+    this.sysv = selection !== 'posix';
+    this.posix = selection === 'sysv' ? undefined : new PosixQueueSaver(ns, target.label, { strictV16: options.strictV16, frozen: options.freeze === true, quiescent: options.quiescent });
   }
 
   async saveNamespace(): Promise<void> {
@@ -214,7 +229,7 @@ class SaveRun {
       const sysctls = await this.ns.readSysctls();
       this.currentMsgmax = sysctls.msgmax;
       const limits = limitsFromSysctls(this.originalMsgmax === undefined ? sysctls : { ...sysctls, msgmax: this.originalMsgmax });
-      const queues = await this.ns.listQueueStats();
+      const queues = this.sysv ? await this.ns.listQueueStats() : new Float64Array(0);
       const queueCount = queues.length / QUEUE_STAT_DOUBLES;
       let messagesTotal = 0;
       for (let k = 0; k < queueCount; k++) messagesTotal += queues[k * QUEUE_STAT_DOUBLES + STAT_QNUM];
@@ -225,7 +240,7 @@ class SaveRun {
       await this.output.write(this.encoder.msgSection(queueCount));
       try {
         await this.saveQueues(queues);
-        if (!sameIds(await this.ns.listQueueStats(), queues)) throw new QueueChanged('queues were created or removed during the save');
+        if (!sameIds(this.sysv ? await this.ns.listQueueStats() : new Float64Array(0), queues)) throw new QueueChanged('queues were created or removed during the save');
       } catch (error) {
         if (!(error instanceof QueueChanged)) throw error;
         if (attempt >= NAMESPACE_ATTEMPTS || !this.output.canRollback(start)) {
@@ -236,6 +251,9 @@ class SaveRun {
         continue;
       }
       this.summary.queues = queueCount;
+      await this.posix?.save((part) => this.output.write(part));
+      this.summary.posixQueues = this.posix?.summary.queues ?? 0;
+      this.summary.posixMessages = this.posix?.summary.messages ?? 0;
       const digest = this.output.currentDigest();
       this.summary.digest = digest.toString('hex');
       await this.output.write(this.encoder.trailer(digest));
@@ -500,6 +518,7 @@ export async function save(target: Target | undefined, output: string | Writable
     imageOutput = typeof output === 'string' && output !== '-' ? await FileImageOutput.create(output) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output);
     run = new SaveRun(ns, resolved, imageOutput, options);
     if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, run.raised.guardian);
+    await run.posix?.prepare();
     await run.saveNamespace();
     run.summary.imageBytes = imageOutput.position;
     await imageOutput.commit();

@@ -11,11 +11,17 @@ import { NOT_RESTORABLE_FIELDS } from './restore';
 import { RaisedSysctls } from './raised-sysctls';
 import { IpcCkptError } from './errors';
 import { resolveTarget, Target } from './target';
+import { PosixQueueComparison, queueSelection } from './posix-queues';
 
 export interface VerifyOptions {
   /** Do not compare msgmax/msgmnb/msgmni (for a restore made with --keep-limits). */
   ignoreLimits?: boolean;
   strictV16?: boolean;
+  /** The caller asserts nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back. */
+  quiescent?: boolean;
+  /** Compare only the SysV queues, or only the POSIX queues. */
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
 }
 
 export interface VerifyResult {
@@ -118,11 +124,14 @@ export async function verify(target: Target | undefined, input: string | Readabl
   const differences: string[] = [];
   const raised = new RaisedSysctls(ns, resolved);
   const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS, idView: '' };
+  const selection = queueSelection(options);
+  const posix = selection === 'sysv' ? undefined : new PosixQueueComparison(ns, resolved.label, differences, options);
   try {
+    await posix?.prepare();
     const ids = await namespaceIdsOf(ns, resolved.label);
     result.idView = ids.ownUserNamespace ? 'ids as the namespace sees them (it belongs to ipc-ckpt\'s own user namespace)' : `ids as the namespace sees them, through ${ids.describe()}`;
     let idMapping: ImageIdMapping | undefined;
-    const live = new Map<number, QueueStat>((await ns.listQueues()).map((q) => [q.id, q]));
+    const live = new Map<number, QueueStat>(selection === 'posix' ? [] : (await ns.listQueues()).map((q) => [q.id, q]));
     const sysctls = await ns.readSysctls();
     let msgmax = sysctls.msgmax;
     // No live message is larger than its queue's cbytes: raise msgmax that far, once per size.
@@ -135,7 +144,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
     let comparison: QueueComparison | undefined;
     for await (const event of decodeImage(source.read(), { strictV16: options.strictV16, reuseBatchBuffer: true })) {
       if (differences.length >= MAX_DIFFERENCES) break;
-      if (event.kind === 'limits' && !options.ignoreLimits) {
+      if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
+        await posix?.onEvent(event);
+      } else if (selection === 'posix') {
+        continue;
+      } else if (event.kind === 'limits' && !options.ignoreLimits) {
         compareLimits(event.limits, sysctls, differences);
       } else if (event.kind === 'idMapping') {
         idMapping = event.idMapping;
@@ -169,6 +182,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
       }
     }
     await comparison?.finish();
+    posix?.finish();
+    if (posix) {
+      result.queues += posix.queues;
+      result.messages += posix.messages;
+    }
     for (const extra of live.values()) {
       if (differences.length >= MAX_DIFFERENCES) break;
       differences.push(`queue ${extra.id} (key 0x${extra.key.toString(16)}) is in ${resolved.label} but not in the image`);
