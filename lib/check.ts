@@ -4,6 +4,7 @@ import { describeUnmapped, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
 import type { NativeNamespace } from './native';
 import { resolveTarget, Target } from './target';
+import { posixCheckFinding } from './posix-queues';
 
 export interface CheckFinding {
   /** 'ok' works, 'fail' blocks save or restore, 'note' works differently than it could. */
@@ -79,6 +80,7 @@ export async function check(target?: Target): Promise<CheckResult> {
       findings.push({ status: 'fail', subject: 'user namespace', text: `cannot tell which user namespace owns ${resolved.label}, so ids cannot be translated: ${error.message}`, blocks: ['save', 'restore'] });
     }
     if (ids) findings.push(...(await idFindings(ns, ids)), await limitsFinding(ns, ids));
+    findings.push(await posixCheckFinding(ns));
   } finally {
     await ns.close();
   }

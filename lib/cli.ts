@@ -18,6 +18,11 @@ export const EXIT_USAGE = 2;
 /** Show a progress bar only for work this large, and only on a terminal. */
 const PROGRESS_MIN_MESSAGES = 20000;
 
+interface SelectionFlags {
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
+}
+
 interface TargetFlags {
   ns?: string;
   pid?: string;
@@ -67,6 +72,13 @@ function addTargetOptions(command: Command): Command {
     .addOption(new Option('--ns <path>', 'the IPC namespace file: /proc/PID/ns/ipc or a bind mount of one').conflicts('pid'))
     .addOption(new Option('-t, --pid <pid>', "the IPC namespace of this process"))
     .addHelpText('after', '\nWithout --ns or --pid the target is the caller\'s own IPC namespace.');
+}
+
+/** --sysv-only / --posix-only: which kinds of message queue a command covers. */
+function addSelectionOptions(command: Command, verb: string): Command {
+  return command
+    .addOption(new Option('--sysv-only', `${verb} only the SysV message queues`).conflicts('posixOnly'))
+    .addOption(new Option('--posix-only', `${verb} only the POSIX message queues (mq_open, /dev/mqueue)`));
 }
 
 function humanBytes(bytes: number): string {
@@ -124,31 +136,37 @@ function printPlan(summary: RestoreSummary): void {
     const hostIds = host.uid !== q.uid || host.gid !== q.gid || host.cuid !== q.cuid || host.cgid !== q.cgid ? ` (host ids ${host.uid}:${host.gid} creator ${host.cuid}:${host.cgid})` : '';
     lines.push(`  create queue id ${q.id} key 0x${q.key.toString(16).padStart(8, '0')} mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} creator ${q.cuid}:${q.cgid}${hostIds} qbytes ${q.qbytes}, send ${q.messages} message(s) (${humanBytes(q.messageBytes)})`);
   }
+  for (const change of plan.posix?.during ?? []) lines.push(`  raise ${change.name} ${change.from} -> ${change.to} for the duration`);
+  for (const q of plan.posix?.queues ?? []) {
+    lines.push(`  create POSIX queue '/${q.name}' mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} maxmsg ${q.maxmsg} msgsize ${q.msgsize}, send ${q.curmsgs} message(s) (${humanBytes(q.qsize)})`);
+  }
   for (const change of plan.final) lines.push(`  set ${change.name} ${change.from} -> ${change.to}`);
-  if (plan.queues.length === 0) lines.push('  (the image holds no queue)');
+  for (const change of plan.posix?.final ?? []) lines.push(`  set ${change.name} ${change.from} -> ${change.to}`);
+  if (plan.queues.length === 0 && !plan.posix?.queues.length) lines.push('  (the image holds no queue)');
   process.stderr.write(`${lines.join('\n')}\n`);
 }
 
 export function buildProgram(): Command {
   const program = new Command('ipc-ckpt')
-    .description('Checkpoint and restore the SysV message queues of a Linux IPC namespace (v16 image format).')
+    .description('Checkpoint and restore the SysV and POSIX message queues of a Linux IPC namespace (v16 image format).')
     .version(PACKAGE_VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
 
   addLockOptions(
-    addTargetOptions(
-      program
-        .command('save')
-        .description('save every message queue of an IPC namespace into an image (non-destructive: uses MSG_COPY)')
-        .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal); an existing device, FIFO or /dev/stdout is written to, never replaced", '-')
-        .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
-        .option('--strict-v16', 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, and write host ids without the id-mapping record')
-        .option('-q, --quiet', 'no progress bar and no summary line')
-        .option('--json', 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)'),
-    ),
-  ).action(async (flags: TargetFlags & LockFlags & { output: string; freeze?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
+  addTargetOptions(
+    addSelectionOptions(program
+      .command('save')
+      .description('save every message queue of an IPC namespace into an image (SysV: non-destructive, MSG_COPY; POSIX: each message taken and put back, with --freeze or --quiescent)')
+      .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal); an existing device, FIFO or /dev/stdout is written to, never replaced", '-')
+      .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
+      .option('--quiescent', 'assert that nothing sends or receives on the POSIX queues during the save (instead of --freeze): their messages are taken and put back')
+      .option('--strict-v16', 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, write host ids without the id-mapping record, and refuse POSIX queues')
+      .option('-q, --quiet', 'no progress bar and no summary line')
+      .option('--json', 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)'), 'save'),
+  ),
+  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
     if (flags.output === '-' && process.stdout.isTTY) {
       throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
     }
@@ -156,13 +174,14 @@ export function buildProgram(): Command {
     if (flags.json) jsonStream = flags.output === '-' ? process.stderr : process.stdout;
     const bar = progressBar('save', (flags.quiet || flags.json) ?? false);
     try {
-      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
+      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
       bar.stop();
       if (jsonStream) writeJson(jsonStream, summary);
       else if (!flags.quiet) {
         const where = flags.output === '-' ? 'stdout' : flags.output;
         const extra = [summary.retries ? `${summary.retries} re-copied after changes` : '', summary.secondWaits ? `waited ${summary.secondWaits} time(s) for the next second (queues had just changed)` : '', summary.msgmaxRaised ? 'msgmax raised for the copy and put back' : ''].filter(Boolean);
-        process.stderr.write(`saved ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)} of messages in ${summary.seconds.toFixed(2)} s to ${where} (${humanBytes(summary.imageBytes)})${extra.length ? `; ${extra.join('; ')}` : ''}\n`);
+        const posix = summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : '';
+        process.stderr.write(`saved ${summary.queues} queue(s), ${summary.messages} message(s)${posix}, ${humanBytes(summary.messageBytes)} of messages in ${summary.seconds.toFixed(2)} s to ${where} (${humanBytes(summary.imageBytes)})${extra.length ? `; ${extra.join('; ')}` : ''}\n`);
       }
     } finally {
       bar.stop();
@@ -170,30 +189,30 @@ export function buildProgram(): Command {
   });
 
   addLockOptions(
-    addTargetOptions(
-      program
-        .command('restore')
-        .description('recreate the queues of an image in an IPC namespace: same ids, keys, owners, modes, qbytes and messages; all or nothing')
-        .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
-        .option('--dry-run', 'validate the image, print the plan, change nothing')
-        .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
-        .option('--strict-v16', 'refuse images that use the widened message record or the id-mapping record')
-        .option('-q, --quiet', 'no progress bar and no summary line')
-        .option('--json', 'the summary (with the plan) as one JSON document on stdout'),
-    ),
-  ).action(async (flags: TargetFlags & LockFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
+  addTargetOptions(
+    addSelectionOptions(program
+      .command('restore')
+      .description('recreate the queues of an image in an IPC namespace: same ids, keys, owners, modes, qbytes and messages; all or nothing')
+      .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
+      .option('--dry-run', 'validate the image, print the plan, change nothing')
+      .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
+      .option('--strict-v16', 'refuse images that use the widened message record or the id-mapping record')
+      .option('-q, --quiet', 'no progress bar and no summary line')
+      .option('--json', 'the summary (with the plan) as one JSON document on stdout'), 'restore'),
+  ),
+  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
     if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
     const { restore } = await import('./restore');
     if (flags.json) jsonStream = process.stdout;
     const bar = progressBar('restore', (flags.quiet || flags.json) ?? false);
     try {
-      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
+      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, onProgress: bar.onProgress, ...runControl(flags) });
       bar.stop();
       if (jsonStream) writeJson(jsonStream, summary);
       else if (flags.dryRun) printPlan(summary);
       else if (!flags.quiet) {
         process.stderr.write(
-          `restored ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)} into ${summary.plan.target} in ${summary.seconds.toFixed(2)} s; ` +
+          `restored ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)}${summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : ''} into ${summary.plan.target} in ${summary.seconds.toFixed(2)} s; ` +
             `not restorable from userspace, left to the kernel: ${summary.notRestored.join(', ')}\n`,
         );
       }
@@ -222,19 +241,20 @@ export function buildProgram(): Command {
     });
 
   addLockOptions(
-    addTargetOptions(
-      program
-        .command('verify')
-        .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
-        .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
-        .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni (after restore --keep-limits)')
-        .option('--ignore-other-queues', "compare only the image's queues: the namespace's other queues are not differences")
-        .option('--json', 'the result as one JSON document on stdout (exit 1 still means different)'),
-    ),
-  ).action(async (flags: TargetFlags & LockFlags & { input: string; ignoreLimits?: boolean; ignoreOtherQueues?: boolean; json?: boolean }) => {
+  addTargetOptions(
+    addSelectionOptions(program
+      .command('verify')
+      .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
+      .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
+      .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni or the POSIX limits (after restore --keep-limits)')
+      .option('--ignore-other-queues', "compare only the image's queues: the namespace's other queues are not differences")
+      .option('--quiescent', 'assert that nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back')
+      .option('--json', 'the result as one JSON document on stdout (exit 1 still means different)'), 'compare'),
+  ),
+  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; ignoreOtherQueues?: boolean; quiescent?: boolean; json?: boolean }) => {
     if (flags.json) jsonStream = process.stdout;
     const { verify } = await import('./verify');
-    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, ignoreOtherQueues: flags.ignoreOtherQueues, ...runControl(flags) });
+    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, ignoreOtherQueues: flags.ignoreOtherQueues, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, ...runControl(flags) });
     if (!result.equal) process.exitCode = EXIT_FAILURE;
     if (jsonStream) {
       writeJson(jsonStream, result);

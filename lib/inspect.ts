@@ -5,6 +5,8 @@ import type { ImageIdMapping, QueueRecord } from './image/model';
 import { formatIdMap } from './id-mapping';
 import { unpackMessages } from './image/packed';
 import { IpcCkptError } from './errors';
+import { unpackPosixMessages } from './image/posix-queues';
+import type { PosixLimits } from './image/model';
 
 export const IMAGE_FORMAT_NAME = 'linux-cr v16 checkpoint image (ipc-ckpt)';
 
@@ -78,6 +80,30 @@ export interface InspectReport {
   totals: { queues: number; messages: number; messageBytes: number };
   queues: InspectQueue[];
   integrity: { algorithm: 'SHA-256'; recordType: number; digest: string; verified: true };
+  /** The POSIX queue section (ipc-ckpt extension), when the image has one. */
+  posix?: InspectPosix;
+}
+
+export interface InspectPosixQueue {
+  name: string;
+  mode: number;
+  modeOctal: string;
+  uid: number;
+  gid: number;
+  maxmsg: number;
+  msgsize: number;
+  curmsgs: number;
+  qsize: number;
+  /** Byte offset of the queue's POSIX_MQ_QUEUE record. */
+  offset: number;
+  /** With --messages: priority, size and body (base64) in delivery order. */
+  messages?: Array<{ index: number; priority: number; size: number; body: string }>;
+}
+
+export interface InspectPosix {
+  limits: PosixLimits;
+  totals: { queues: number; messages: number; messageBytes: number };
+  queues: InspectPosixQueue[];
 }
 
 const ARCH_NAMES = new Map<number, string>([
@@ -136,6 +162,7 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
   let messageCount = 0;
   let messageBytes = 0;
   let wideTypes = false;
+  let posix: InspectPosix | undefined;
   let idMapping: ImageIdMapping | undefined;
   for await (const event of decodeImage(input, decoderOptions)) {
     switch (event.kind) {
@@ -175,6 +202,25 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
         messageCount += event.count;
         break;
       }
+      case 'posix-section':
+        posix = { limits: event.limits, totals: { queues: 0, messages: 0, messageBytes: 0 }, queues: [] };
+        break;
+      case 'posix-queue': {
+        const q = event.queue;
+        posix?.queues.push({ ...q, modeOctal: `0${q.mode.toString(8).padStart(3, '0')}`, offset: event.offset, ...(options.messages === true ? { messages: [] } : {}) });
+        if (posix) posix.totals.queues++;
+        break;
+      }
+      case 'posix-messages': {
+        if (!posix) break;
+        const queue = posix.queues[posix.queues.length - 1];
+        for (const message of unpackPosixMessages(event.packed, event.count)) {
+          posix.totals.messages++;
+          posix.totals.messageBytes += message.body.length;
+          queue.messages?.push({ index: queue.messages.length, priority: message.priority, size: message.body.length, body: message.body.toString('base64') });
+        }
+        break;
+      }
       case 'end': {
         const { kernel, arch, time, uflags, limits } = report;
         if (kernel === undefined || arch === undefined || time === undefined || uflags === undefined || limits === undefined) {
@@ -184,7 +230,7 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
           format: {
             name: IMAGE_FORMAT_NAME,
             revision: CHECKPOINT_VERSION,
-            extensions: ['integrity-sha256', ...(wideTypes ? ['wide-m_type'] : []), ...(idMapping ? ['id-mapping'] : [])],
+            extensions: ['integrity-sha256', ...(wideTypes ? ['wide-m_type'] : []), ...(idMapping ? ['id-mapping'] : []), ...(posix ? ['posix-mqueue'] : [])],
             bytes: event.imageBytes,
           },
           kernel,
@@ -196,6 +242,7 @@ export async function inspect(input: ImageInput, options: InspectOptions = {}): 
           totals: { queues: queues.length, messages: messageCount, messageBytes },
           queues,
           integrity: { algorithm: 'SHA-256', recordType: RecordType.INTEGRITY, digest: event.digest.toString('hex'), verified: true },
+          ...(posix ? { posix } : {}),
         };
       }
     }
@@ -245,6 +292,7 @@ export function formatInspectTable(report: InspectReport, options: TableOptions 
     `ids:       ${report.ids.text}`,
     `queues:    ${report.totals.queues}, messages ${report.totals.messages}, ${report.totals.messageBytes} bytes`,
   ];
+  if (report.posix) lines.push(...posixTableLines(report.posix, options));
   if (report.queues.length === 0) return `${lines.join('\n')}\n`;
   const header = ['ID', 'KEY', 'MODE', 'OWNER', 'CREATOR', 'QNUM', 'CBYTES', 'QBYTES', 'STIME', 'RTIME', 'CTIME', 'LSPID', 'LRPID'];
   const rows = report.queues.map((queue) => [
@@ -272,4 +320,25 @@ export function formatInspectTable(report: InspectReport, options: TableOptions 
     }
   });
   return `${lines.join('\n')}\n`;
+}
+
+/** The POSIX section of the table: its limits and totals, then one row per queue. */
+function posixTableLines(posix: InspectPosix, options: TableOptions): string[] {
+  const { limits, totals } = posix;
+  const lines = [
+    `mqueue:    queues_max ${limits.queuesMax}, msg_max ${limits.msgMax}, msgsize_max ${limits.msgsizeMax}, msg_default ${limits.msgDefault}, msgsize_default ${limits.msgsizeDefault}`,
+    `posix:     ${totals.queues} queue(s), messages ${totals.messages}, ${totals.messageBytes} bytes`,
+  ];
+  if (posix.queues.length === 0) return lines;
+  const rows = posix.queues.map((q) => [`/${q.name}`, q.modeOctal, `${q.uid}:${q.gid}`, String(q.maxmsg), String(q.msgsize), String(q.curmsgs), String(q.qsize)]);
+  const table = alignRows([['NAME', 'MODE', 'OWNER', 'MAXMSG', 'MSGSIZE', 'CURMSGS', 'QSIZE'], ...rows]);
+  lines.push('', table[0]);
+  posix.queues.forEach((queue, index) => {
+    lines.push(table[index + 1]);
+    if (options.messages === true && queue.messages !== undefined && queue.messages.length > 0) {
+      lines.push(...alignRows(queue.messages.map((m) => [`  #${m.index}`, `priority ${m.priority}`, `size ${m.size}`, preview(m.body)])));
+    }
+  });
+  lines.push('');
+  return lines;
 }

@@ -225,6 +225,65 @@ export interface NamespaceProbe {
   effectiveCapabilities: string;
 }
 
+/** One POSIX message queue as the namespace's mqueue filesystem and mq_getattr show it. */
+export interface PosixQueueStat {
+  /** The name without its leading '/'. */
+  name: string;
+  /** Permission bits (07777). */
+  mode: number;
+  /** The owner as the session thread sees it (host view for a user-namespaced target). */
+  uid: number;
+  gid: number;
+  maxmsg: number;
+  msgsize: number;
+  curmsgs: number;
+  /** Bytes of the messages in the queue (the status line's QSIZE). */
+  qsize: number;
+  /** The status line's NOTIFY, SIGNO and NOTIFY_PID; notifyPid 0 = no mq_notify registration. */
+  notify: number;
+  notifySigno: number;
+  notifyPid: number;
+}
+
+/** /proc/sys/fs/mqueue of one IPC namespace. */
+export interface MqueueLimits {
+  queues_max: number;
+  msg_max: number;
+  msgsize_max: number;
+  msg_default: number;
+  msgsize_default: number;
+}
+
+export type MqueueLimitName = keyof MqueueLimits;
+export const MQUEUE_LIMIT_NAMES: readonly MqueueLimitName[] = ['queues_max', 'msg_max', 'msgsize_max', 'msg_default', 'msgsize_default'];
+
+/**
+ * Packed POSIX message batch, both directions: per message, little-endian u32 priority, u32 size,
+ * then `size` body bytes; no padding.
+ */
+export const POSIX_PACKED_HEADER_BYTES = 8;
+
+/** The result of takePosixMessages: every message the queue held, in delivery order, and put back. */
+export interface TakenPosixMessages {
+  /** Packed (see POSIX_PACKED_HEADER_BYTES). */
+  data: Buffer;
+  count: number;
+  /** The queue before the take and after the put-back. */
+  before: PosixQueueStat;
+  after: PosixQueueStat;
+}
+
+export interface CreatePosixQueueRequest {
+  name: string;
+  /** 07777 bits, set with fchmod after mq_open (no umask). */
+  mode: number;
+  /** mq_open runs with these effective ids (the kernel charges their RLIMIT_MSGQUEUE). */
+  uid: number;
+  gid: number;
+  maxmsg: number;
+  msgsize: number;
+}
+
 /**
  * A dedicated native thread that joined one IPC namespace. Jobs run on it one at a time,
  * in the order they were called; no other thread of the process ever enters the namespace.
@@ -277,6 +336,25 @@ export interface NativeNamespace {
    */
   sendQueueMessages(ids: number[], counts: number[], packed: Buffer): Promise<number>;
   probe(): Promise<NamespaceProbe>;
+  /** Every POSIX queue of the namespace (a detached mount of its mqueue filesystem), sorted by name. */
+  listPosixQueues(): Promise<PosixQueueStat[]>;
+  /**
+   * Takes every message of the queue in delivery order (mq_receive is destructive) and puts the same
+   * messages back in the same order and priorities, in a forked child of the session thread (own
+   * session, INT/TERM/HUP/PIPE ignored) that finishes the put-back even if this process is killed;
+   * resolves with the copy once all are back. Rejects with 'E_MQ_NOTIFY' (an mq_notify registration)
+   * or 'E_MQ_FULL' (a full queue: a blocked sender would slip in) before taking anything.
+   * Call only with the workload frozen or quiescent.
+   */
+  takePosixMessages(name: string): Promise<TakenPosixMessages>;
+  /** mq_open(O_CREAT|O_EXCL) as uid/gid with maxmsg/msgsize (must fit msg_max/msgsize_max), then the exact mode. */
+  createPosixQueue(request: CreatePosixQueueRequest): Promise<void>;
+  /** mq_send (non-blocking) of every packed message in order; the error carries `sent` like sendMessages. */
+  sendPosixMessages(name: string, packed: Buffer, count: number): Promise<number>;
+  /** mq_unlink. */
+  removePosixQueue(name: string): Promise<void>;
+  readMqueueLimits(): Promise<MqueueLimits>;
+  writeMqueueLimit(name: MqueueLimitName, value: number): Promise<void>;
   /** Ends the thread (joined before this resolves). Further calls reject with code 'E_INTERNAL'. */
   close(): Promise<void>;
 }

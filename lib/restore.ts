@@ -14,6 +14,7 @@ import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
 import { RollbackGuardian } from './rollback-guardian';
 import { resolveTarget, ResolvedTarget, Target } from './target';
+import { planPosixRestore, PosixImageSummary, PosixQueueRestorer, PosixRestorePlan, queueSelection } from './posix-queues';
 
 /** signal ends the restore between batches (E_INTERRUPTED, rolled back); waitSeconds/onLockWait: the namespace lock. */
 export interface RestoreOptions extends LockOptions {
@@ -22,6 +23,9 @@ export interface RestoreOptions extends LockOptions {
   /** Leave the target's own msgmax/msgmnb/msgmni instead of the image's. */
   keepLimits?: boolean;
   strictV16?: boolean;
+  /** Restore only the image's SysV queues, or only its POSIX queues. */
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
   onProgress?: (progress: { queuesDone: number; queuesTotal: number; messagesDone: number; messagesTotal: number }) => void;
 }
 
@@ -46,6 +50,8 @@ export interface ImageSummary {
   digest: string;
   /** The messages, ready to send, when they were small enough to keep from the validating pass (no second read). */
   messages?: SendBatch[];
+  /** The POSIX section (ipc-ckpt extension), when the image has one. */
+  posix?: PosixImageSummary;
 }
 
 export interface SysctlChange {
@@ -73,6 +79,8 @@ export interface RestorePlan {
   conflicts: string[];
   /** What no restore into this target can do (found before any change, like conflicts). */
   beyondLimits: string[];
+  /** The POSIX queues to create and the /proc/sys/fs/mqueue changes (lib/posix-queues.ts). */
+  posix?: PosixRestorePlan;
 }
 
 export interface RestoreSummary {
@@ -83,6 +91,8 @@ export interface RestoreSummary {
   messageBytes: number;
   seconds: number;
   notRestored: readonly string[];
+  posixQueues: number;
+  posixMessages: number;
 }
 
 /** The most a queue's qbytes must be while its messages are sent: msgsnd wants cbytes and qnum to fit. */
@@ -120,6 +130,7 @@ export async function summarizeImage(source: ImageSource, strictV16 = false): Pr
     // The decoder checked that q_qnum and q_cbytes match the messages that follow.
     queues: verified.queues.map(({ queue, largestMessageBytes }) => ({ record: queue, messages: Number(queue.qnum), messageBytes: Number(queue.cbytes), largestMessage: largestMessageBytes })),
     digest: verified.digest.toString('hex'),
+    ...(verified.posix ? { posix: { limits: verified.posix.limits, queues: verified.posix.queues.map((q) => q.queue) } } : {}),
   };
 }
 
@@ -263,6 +274,7 @@ class SendBatch {
 class RestoreRun {
   private readonly created: number[] = [];
   readonly sysctls: RaisedSysctls;
+  private posix: PosixQueueRestorer | undefined;
   private plan: RestorePlan | undefined;
   messages = 0;
   messageBytes = 0;
@@ -274,6 +286,10 @@ class RestoreRun {
     private readonly guardian: RollbackGuardian,
   ) {
     this.sysctls = new RaisedSysctls(ns, target, guardian);
+  }
+
+  get posixMessages(): number {
+    return this.posix?.messages ?? 0;
   }
 
   /** Between batches: a signal or the guardian's death ends the restore here (and it rolls back). */
@@ -292,11 +308,25 @@ class RestoreRun {
     if (image.queues.length > 0) await this.guardian.registerNextIdReset();
     for (const change of plan.during) await this.setSysctl(change);
     this.report(image, 0);
-    await this.createQueues(image);
-    await this.sendMessages(image, source);
-    for (const [index, queue] of image.queues.entries()) await this.finishQueue(queue, this.hostIds(index));
+    const sysv = queueSelection(this.options) !== 'posix';
+    if (sysv) {
+      await this.createQueues(image);
+      await this.sendMessages(image, source);
+      for (const [index, queue] of image.queues.entries()) await this.finishQueue(queue, this.hostIds(index));
+    }
     for (const change of plan.final) await this.setSysctl(change);
-    await this.checkCreated(image);
+    if (plan.posix) await this.restorePosixQueues(plan.posix, image, source);
+    if (sysv) await this.checkCreated(image);
+  }
+
+  /** The POSIX section (lib/posix-queues.ts), in a pass of its own over the validated image. */
+  private async restorePosixQueues(plan: PosixRestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
+    this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan);
+    for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16 })) {
+      if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') await this.posix.apply(event);
+      else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) throw corruptBetweenPasses(source);
+    }
+    await this.posix.finish();
   }
 
   private report(image: ImageSummary, queuesDone: number): void {
@@ -467,7 +497,7 @@ class RestoreRun {
 
   /** Removes what this restore created and puts every sysctl back, newest first. */
   async rollback(): Promise<string[]> {
-    const problems: string[] = [];
+    const problems: string[] = (await this.posix?.rollback()) ?? [];
     const removed: number[] = [];
     for (const id of this.created.reverse()) {
       try {
@@ -509,14 +539,20 @@ async function restoreLocked(resolved: ResolvedTarget, input: string | Readable 
     const image = await summarizeImage(source, options.strictV16);
     const ns = await openNamespace(resolved);
     try {
-      const plan = planRestore(image, await ns.listQueues(), await ns.readSysctls(), resolved, options.keepLimits ?? false, await namespaceIdsOf(ns, resolved.label));
+      const selection = queueSelection(options);
+      const sysvImage = selection === 'posix' ? { ...image, queues: [] } : image;
+      const plan = planRestore(sysvImage, await ns.listQueues(), await ns.readSysctls(), resolved, selection === 'posix' || (options.keepLimits ?? false), await namespaceIdsOf(ns, resolved.label));
+      if (selection !== 'sysv' && image.posix) {
+        plan.posix = planPosixRestore(image.posix, await ns.listPosixQueues(), await ns.readMqueueLimits(), options.keepLimits ?? false);
+        plan.conflicts.push(...plan.posix.conflicts);
+      }
       if (plan.conflicts.length > 0) {
         throw new IpcCkptError('E_CONFLICT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.conflicts.join('\n  ')}`);
       }
       if (plan.beyondLimits.length > 0) {
         throw new IpcCkptError('E_IMAGE_LIMIT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.beyondLimits.join('\n  ')}`);
       }
-      const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS };
+      const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS, posixQueues: 0, posixMessages: 0 };
       if (!options.dryRun) {
         const run = new RestoreRun(ns, resolved, options, guardian);
         try {
@@ -531,6 +567,8 @@ async function restoreLocked(resolved: ResolvedTarget, input: string | Readable 
         summary.queues = image.queues.length;
         summary.messages = run.messages;
         summary.messageBytes = run.messageBytes;
+        summary.posixQueues = plan.posix?.queues.length ?? 0;
+        summary.posixMessages = run.posixMessages;
       }
       summary.seconds = Number(process.hrtime.bigint() - started) / 1e9;
       return summary;

@@ -173,6 +173,16 @@ export class RollbackGuardian {
     return this.forgetQueues([id]);
   }
 
+  /** Call before a POSIX queue is created: if we die, the guardian unlinks the queue of this name (mq_unlink in the namespace). */
+  registerPosixQueue(name: string): Promise<void> {
+    return this.send(`mqueue ${Buffer.from(name, 'utf8').toString('hex')}`);
+  }
+
+  /** The POSIX queue was removed by us already (or never made). */
+  forgetPosixQueue(name: string): Promise<void> {
+    return this.sendIfAlive(`forget-mqueue ${Buffer.from(name, 'utf8').toString('hex')}`);
+  }
+
   /** A temporary file of ours (an image being written, a stdin spool): removed by the guardian if we die. */
   registerTemporaryFile(filePath: string): Promise<void> {
     if (filePath.includes('\n') || filePath === '') return Promise.reject(new IpcCkptError('E_INTERNAL', `cannot guard ${JSON.stringify(filePath)}`));

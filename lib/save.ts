@@ -15,6 +15,7 @@ import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
 import { RollbackGuardian } from './rollback-guardian';
 import { resolveTarget, ResolvedTarget, Target } from './target';
+import { PosixQueueSaver, queueSelection } from './posix-queues';
 
 /** signal ends the save between batches (E_INTERRUPTED: nothing written, limits put back); waitSeconds/onLockWait: the namespace lock. */
 export interface SaveOptions extends LockOptions {
@@ -28,6 +29,11 @@ export interface SaveOptions extends LockOptions {
   onProgress?: (progress: SaveProgress) => void;
   /** Packed bytes per native copy batch. */
   batchBytes?: number;
+  /** The caller asserts nothing uses the namespace's POSIX queues during the save (instead of freeze). */
+  quiescent?: boolean;
+  /** Save only the SysV queues, or only the POSIX queues (the image's SysV section is then empty). */
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
 }
 
 export interface SaveProgress {
@@ -52,6 +58,9 @@ export interface SaveSummary {
   msgmaxRaised: boolean;
   /** SHA-256 of the image before its integrity record, hex. */
   digest: string;
+  /** POSIX queues and their messages saved (taken and put back). */
+  posixQueues: number;
+  posixMessages: number;
 }
 
 const DEFAULT_MAX_ATTEMPTS = 5;
@@ -197,8 +206,11 @@ class SaveRun {
   private currentMsgmax = 0;
   private copyBufferSize = MIN_COPY_BUFFER;
   private ids: NamespaceIds | undefined;
-  readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '' };
+  readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '', posixQueues: 0, posixMessages: 0 };
   private progress: SaveProgress = { queuesDone: 0, queuesTotal: 0, messagesDone: 0, messagesTotal: 0 };
+  /** The POSIX half (lib/posix-queues.ts); undefined with --sysv-only. */
+  readonly posix: PosixQueueSaver | undefined;
+  private readonly sysv: boolean;
 
   constructor(
     private readonly ns: NativeNamespace,
@@ -210,6 +222,9 @@ class SaveRun {
   ) {
     this.encoder = new ImageEncoder({ strictV16: options.strictV16 });
     this.raised = new RaisedSysctls(ns, target, guardian);
+    const selection = queueSelection(options);
+    this.sysv = selection !== 'posix';
+    this.posix = selection === 'sysv' ? undefined : new PosixQueueSaver(ns, target.label, { strictV16: options.strictV16, frozen: options.freeze === true, quiescent: options.quiescent });
   }
 
   /** Between batches: a signal or the guardian's death ends the save here. */
@@ -225,7 +240,7 @@ class SaveRun {
       const sysctls = await this.ns.readSysctls();
       this.currentMsgmax = sysctls.msgmax;
       const limits = limitsFromSysctls(this.originalMsgmax === undefined ? sysctls : { ...sysctls, msgmax: this.originalMsgmax });
-      const queues = await this.ns.listQueueStats();
+      const queues = this.sysv ? await this.ns.listQueueStats() : new Float64Array(0);
       const queueCount = queues.length / QUEUE_STAT_DOUBLES;
       let messagesTotal = 0;
       for (let k = 0; k < queueCount; k++) messagesTotal += queues[k * QUEUE_STAT_DOUBLES + STAT_QNUM];
@@ -236,7 +251,7 @@ class SaveRun {
       await this.output.write(this.encoder.msgSection(queueCount));
       try {
         await this.saveQueues(queues);
-        if (!sameIds(await this.ns.listQueueStats(), queues)) throw new QueueChanged('queues were created or removed during the save');
+        if (!sameIds(this.sysv ? await this.ns.listQueueStats() : new Float64Array(0), queues)) throw new QueueChanged('queues were created or removed during the save');
       } catch (error) {
         if (!(error instanceof QueueChanged)) throw error;
         if (attempt >= NAMESPACE_ATTEMPTS || !this.output.canRollback(start)) {
@@ -248,6 +263,9 @@ class SaveRun {
       }
       this.checkpoint();
       this.summary.queues = queueCount;
+      await this.posix?.save((part) => this.output.write(part));
+      this.summary.posixQueues = this.posix?.summary.queues ?? 0;
+      this.summary.posixMessages = this.posix?.summary.messages ?? 0;
       const digest = this.output.currentDigest();
       this.summary.digest = digest.toString('hex');
       await this.output.write(this.encoder.trailer(digest));
@@ -551,6 +569,7 @@ async function saveLocked(
     imageOutput = outputPlan ? await openOutputPath(outputPlan, { guardian, signal: options.signal }) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output, { signal: options.signal });
     run = new SaveRun(ns, resolved, imageOutput, options, lock, guardian);
     if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, guardian);
+    await run.posix?.prepare();
     await run.saveNamespace();
     run.summary.imageBytes = imageOutput.position;
     await imageOutput.commit();

@@ -13,6 +13,7 @@ import { IpcCkptError, throwIfAborted } from './errors';
 import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RollbackGuardian } from './rollback-guardian';
 import { resolveTarget, ResolvedTarget, Target } from './target';
+import { PosixQueueComparison, queueSelection } from './posix-queues';
 
 /** signal ends the verify between batches (E_INTERRUPTED, msgmax put back); waitSeconds/onLockWait: the namespace lock. */
 export interface VerifyOptions extends LockOptions {
@@ -21,6 +22,11 @@ export interface VerifyOptions extends LockOptions {
   /** Compare only the image's queues: queues of the namespace that the image does not hold are not differences. */
   ignoreOtherQueues?: boolean;
   strictV16?: boolean;
+  /** The caller asserts nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back. */
+  quiescent?: boolean;
+  /** Compare only the SysV queues, or only the POSIX queues. */
+  sysvOnly?: boolean;
+  posixOnly?: boolean;
 }
 
 export interface VerifyResult {
@@ -139,11 +145,14 @@ async function verifyLocked(resolved: ResolvedTarget, input: string | Readable |
   const differences: string[] = [];
   const raised = new RaisedSysctls(ns, resolved, guardian);
   const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS, idView: '' };
+  const selection = queueSelection(options);
+  const posix = selection === 'sysv' ? undefined : new PosixQueueComparison(ns, resolved.label, differences, options);
   try {
+    await posix?.prepare();
     const ids = await namespaceIdsOf(ns, resolved.label);
     result.idView = ids.ownUserNamespace ? 'ids as the namespace sees them (it belongs to ipc-ckpt\'s own user namespace)' : `ids as the namespace sees them, through ${ids.describe()}`;
     let idMapping: ImageIdMapping | undefined;
-    const live = new Map<number, QueueStat>((await ns.listQueues()).map((q) => [q.id, q]));
+    const live = new Map<number, QueueStat>(selection === 'posix' ? [] : (await ns.listQueues()).map((q) => [q.id, q]));
     const sysctls = await ns.readSysctls();
     let msgmax = sysctls.msgmax;
     // No live message is larger than its queue's cbytes: raise msgmax that far, once per size.
@@ -163,7 +172,11 @@ async function verifyLocked(resolved: ResolvedTarget, input: string | Readable |
       if (differences.length >= MAX_DIFFERENCES) break;
       throwIfAborted(options.signal);
       guardian.throwIfDead();
-      if (event.kind === 'limits' && !options.ignoreLimits) {
+      if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
+        await posix?.onEvent(event);
+      } else if (selection === 'posix') {
+        continue;
+      } else if (event.kind === 'limits' && !options.ignoreLimits) {
         compareLimits(event.limits, sysctls, differences);
       } else if (event.kind === 'idMapping') {
         idMapping = event.idMapping;
@@ -197,6 +210,11 @@ async function verifyLocked(resolved: ResolvedTarget, input: string | Readable |
       }
     }
     await comparison?.finish();
+    posix?.finish();
+    if (posix) {
+      result.queues += posix.queues;
+      result.messages += posix.messages;
+    }
     for (const extra of options.ignoreOtherQueues ? [] : live.values()) {
       if (differences.length >= MAX_DIFFERENCES) break;
       differences.push(`queue ${extra.id} (key 0x${extra.key.toString(16)}) is in ${resolved.label} but not in the image`);

@@ -226,6 +226,13 @@ void NamespaceSession::Register(Napi::Env env) {
           InstanceMethod<&NamespaceSession::CopyQueues>("copyQueues"),
           InstanceMethod<&NamespaceSession::SendQueueMessages>("sendQueueMessages"),
           InstanceMethod<&NamespaceSession::Probe>("probe"),
+          InstanceMethod<&NamespaceSession::ListPosixQueues>("listPosixQueues"),
+          InstanceMethod<&NamespaceSession::TakePosixMessages>("takePosixMessages"),
+          InstanceMethod<&NamespaceSession::CreatePosixQueue>("createPosixQueue"),
+          InstanceMethod<&NamespaceSession::SendPosixMessages>("sendPosixMessages"),
+          InstanceMethod<&NamespaceSession::RemovePosixQueue>("removePosixQueue"),
+          InstanceMethod<&NamespaceSession::ReadMqueueLimits>("readMqueueLimits"),
+          InstanceMethod<&NamespaceSession::WriteMqueueLimit>("writeMqueueLimit"),
           InstanceMethod<&NamespaceSession::Close>("close"),
       });
   env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(constructor)));
@@ -253,7 +260,8 @@ NamespaceSession::NamespaceSession(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<NamespaceSession>(info),
       target_(StringArgument(info, 0, "NativeNamespace: path")),
       calls_(target_),
-      sysctls_(target_) {
+      sysctls_(target_),
+      posixCalls_(target_) {
   info.This().As<Napi::Object>().DefineProperty(
       Napi::PropertyDescriptor::Value("path", Napi::String::New(info.Env(), target_.path()), napi_enumerable));
 }
@@ -635,4 +643,153 @@ Napi::Value NamespaceSession::Close(const Napi::CallbackInfo& info) {
     napi_reject_deferred(env, deferred, ArgumentError(env, "this NativeNamespace was not made by openNamespace()").Value());
   }
   return Napi::Value(env, promise);
+}
+
+// POSIX message queues (native/posix_queue_calls.h).
+namespace {
+
+std::string PosixQueueNameArgument(const Napi::CallbackInfo& info, size_t index, const std::string& what) {
+  const std::string name = StringArgument(info, index, what);
+  if (name.empty() || name.size() > 255 || name.find('/') != std::string::npos || name == "." || name == "..") {
+    throw ArgumentError(info.Env(), what + " must be a queue name without '/' of 1 to 255 bytes, got '" + name + "'");
+  }
+  return name;
+}
+
+Napi::Object PosixQueueStatToJs(Napi::Env env, const PosixQueueStat& stat) {
+  Napi::Object object = Napi::Object::New(env);
+  object.Set("name", stat.name);
+  object.Set("mode", stat.mode);
+  object.Set("uid", stat.uid);
+  object.Set("gid", stat.gid);
+  object.Set("maxmsg", static_cast<double>(stat.maxmsg));
+  object.Set("msgsize", static_cast<double>(stat.msgsize));
+  object.Set("curmsgs", static_cast<double>(stat.curmsgs));
+  object.Set("qsize", static_cast<double>(stat.qsize));
+  object.Set("notify", stat.notify);
+  object.Set("notifySigno", stat.notifySigno);
+  object.Set("notifyPid", stat.notifyPid);
+  return object;
+}
+
+}  // namespace
+
+Napi::Value NamespaceSession::ListPosixQueues(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const PosixQueueCalls* calls = &posixCalls_;
+    return [calls]() -> NamespaceThread::ResultBuilder {
+      auto queues = std::make_shared<std::vector<PosixQueueStat>>(calls->ListQueues());
+      return [queues](Napi::Env env) -> Napi::Value {
+        Napi::Array array = Napi::Array::New(env, queues->size());
+        for (size_t index = 0; index < queues->size(); index++) array.Set(index, PosixQueueStatToJs(env, (*queues)[index]));
+        return array;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::TakePosixMessages(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env) -> NamespaceThread::JobWork {
+    const std::string name = PosixQueueNameArgument(info, 0, "takePosixMessages: name");
+    const PosixQueueCalls* calls = &posixCalls_;
+    return [calls, name]() -> NamespaceThread::ResultBuilder {
+      std::shared_ptr<TakenMessages> taken = calls->TakeAndPutBack(name);
+      return [taken](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        object.Set("data", Napi::Buffer<uint8_t>::Copy(env, taken->packed.data(), taken->packed.size()));
+        object.Set("count", taken->count);
+        object.Set("before", PosixQueueStatToJs(env, taken->before));
+        object.Set("after", PosixQueueStatToJs(env, taken->after));
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::CreatePosixQueue(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const Napi::Value request = info[0];
+    const std::string what = "createPosixQueue: request";
+    if (!request.IsObject()) throw ArgumentError(env, what + " must be an object");
+    CreatePosixQueueRequest create{};
+    const Napi::Value name = request.As<Napi::Object>().Get("name");
+    if (!name.IsString()) throw ArgumentError(env, what + ".name must be a string");
+    create.name = name.As<Napi::String>().Utf8Value();
+    if (create.name.empty() || create.name.size() > 255 || create.name.find('/') != std::string::npos ||
+        create.name.find('\0') != std::string::npos || create.name == "." || create.name == "..") {
+      throw ArgumentError(env, what + ".name must be a queue name without '/' of 1 to 255 bytes");
+    }
+    create.mode = static_cast<uint32_t>(IntegerField(env, request, "mode", what, 0, 07777));
+    create.uid = static_cast<uid_t>(IntegerField(env, request, "uid", what, 0, kMaxOwnerId));
+    create.gid = static_cast<gid_t>(IntegerField(env, request, "gid", what, 0, kMaxOwnerId));
+    create.maxmsg = static_cast<int64_t>(IntegerField(env, request, "maxmsg", what, 1, std::numeric_limits<int32_t>::max()));
+    create.msgsize = static_cast<int64_t>(IntegerField(env, request, "msgsize", what, 1, std::numeric_limits<int32_t>::max()));
+    const PosixQueueCalls* calls = &posixCalls_;
+    return [calls, create]() -> NamespaceThread::ResultBuilder {
+      calls->CreateQueue(create);
+      return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::SendPosixMessages(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const std::string name = PosixQueueNameArgument(info, 0, "sendPosixMessages: name");
+    if (!info[1].IsBuffer()) throw ArgumentError(env, "sendPosixMessages: packed must be a Buffer");
+    const auto count = static_cast<uint32_t>(IntegerArgument(info, 2, "sendPosixMessages: count", 0, kMaxUint32));
+    Napi::Buffer<uint8_t> packed = info[1].As<Napi::Buffer<uint8_t>>();
+    const std::string problem = PosixQueueCalls::ValidatePacked(packed.Data(), packed.Length(), count);
+    if (!problem.empty()) throw ArgumentError(env, "sendPosixMessages: packed buffer: " + problem);
+    // One copy per batch: the session thread never reads memory that JS owns.
+    auto bytes = std::make_shared<std::vector<uint8_t>>(packed.Data(), packed.Data() + packed.Length());
+    const PosixQueueCalls* calls = &posixCalls_;
+    return [calls, name, bytes, count]() -> NamespaceThread::ResultBuilder {
+      const uint32_t sent = calls->SendMessages(name, bytes->data(), count);
+      return [sent](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, sent); };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::RemovePosixQueue(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env) -> NamespaceThread::JobWork {
+    const std::string name = PosixQueueNameArgument(info, 0, "removePosixQueue: name");
+    const PosixQueueCalls* calls = &posixCalls_;
+    return [calls, name]() -> NamespaceThread::ResultBuilder {
+      calls->RemoveQueue(name);
+      return Undefined();
+    };
+  });
+}
+
+Napi::Value NamespaceSession::ReadMqueueLimits(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this](Napi::Env) -> NamespaceThread::JobWork {
+    const PosixQueueCalls* calls = &posixCalls_;
+    return [calls]() -> NamespaceThread::ResultBuilder {
+      const MqueueLimits limits = calls->ReadLimits();
+      return [limits](Napi::Env env) -> Napi::Value {
+        Napi::Object object = Napi::Object::New(env);
+        object.Set("queues_max", static_cast<double>(limits.queuesMax));
+        object.Set("msg_max", static_cast<double>(limits.msgMax));
+        object.Set("msgsize_max", static_cast<double>(limits.msgsizeMax));
+        object.Set("msg_default", static_cast<double>(limits.msgDefault));
+        object.Set("msgsize_default", static_cast<double>(limits.msgsizeDefault));
+        return object;
+      };
+    };
+  });
+}
+
+Napi::Value NamespaceSession::WriteMqueueLimit(const Napi::CallbackInfo& info) {
+  return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
+    const std::string name = StringArgument(info, 0, "writeMqueueLimit: name");
+    if (!PosixQueueCalls::IsLimitName(name)) {
+      throw ArgumentError(env, "writeMqueueLimit: name must be queues_max, msg_max, msgsize_max, msg_default or msgsize_default, got '" + name + "'");
+    }
+    const auto value = static_cast<int64_t>(IntegerArgument(info, 1, "writeMqueueLimit: value", 0, std::numeric_limits<int32_t>::max()));
+    const PosixQueueCalls* calls = &posixCalls_;
+    return [calls, name, value]() -> NamespaceThread::ResultBuilder {
+      calls->WriteLimit(name, value);
+      return Undefined();
+    };
+  });
 }

@@ -11,6 +11,7 @@
 #include "msg_queue_calls.h"
 #include "namespace_target.h"
 #include "namespace_thread.h"
+#include "posix_queue_calls.h"
 
 class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
  public:
@@ -45,11 +46,19 @@ class NamespaceSession : public Napi::ObjectWrap<NamespaceSession> {
   Napi::Value CopyQueues(const Napi::CallbackInfo& info);
   Napi::Value SendQueueMessages(const Napi::CallbackInfo& info);
   Napi::Value Probe(const Napi::CallbackInfo& info);
+  Napi::Value ListPosixQueues(const Napi::CallbackInfo& info);
+  Napi::Value TakePosixMessages(const Napi::CallbackInfo& info);
+  Napi::Value CreatePosixQueue(const Napi::CallbackInfo& info);
+  Napi::Value SendPosixMessages(const Napi::CallbackInfo& info);
+  Napi::Value RemovePosixQueue(const Napi::CallbackInfo& info);
+  Napi::Value ReadMqueueLimits(const Napi::CallbackInfo& info);
+  Napi::Value WriteMqueueLimit(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   // Declaration order matters: thread_ is destroyed (joined) first, before what its jobs use.
   NamespaceTarget target_;
   MsgQueueCalls calls_;
   KernelSysctls sysctls_;
+  PosixQueueCalls posixCalls_;
   std::unique_ptr<NamespaceThread> thread_;
 };

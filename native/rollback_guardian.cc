@@ -6,6 +6,7 @@
 //   file UID GID VALUE PATH      write VALUE back to PATH (a sysctl, a freezer state); UID/GID '-' or
 //                                the effective ids to write it with (a user-namespaced IPC ns's root)
 //   temp PATH / untemp PATH      a temporary file to remove / no longer to remove
+//   mqueue HEX / forget-mqueue HEX  a POSIX queue (name in hex, without its '/') to unlink / not to
 //   nextid                       msg_next_id may be left set (written before a msgget that never came)
 //   done                         ipc-ckpt finished or rolled back by itself: exit, touching nothing
 // On end of file it removes the registered queues that still hold their registered key (one walk
@@ -48,6 +49,13 @@ std::unordered_map<int, unsigned int> queues;
 std::vector<FileRestore> files;
 std::vector<std::string> temporaries;
 bool resetNextId = false;
+std::vector<std::string> posixQueues;
+
+std::string FromHex(const std::string& hex) {
+  std::string bytes;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) bytes.push_back(static_cast<char>(strtol(hex.substr(i, 2).c_str(), nullptr, 16)));
+  return bytes;
+}
 
 void Reply(const char* text) {
   fputs(text, stdout);
@@ -101,6 +109,16 @@ bool Handle(const std::string& line) {
     std::vector<std::string> words = Words(rest, 4);
     if (words.size() != 4) return false;
     files.push_back({IdOrUnchanged(words[0]), IdOrUnchanged(words[1]), words[2], words[3]});
+  } else if (verb == "mqueue") {
+    posixQueues.push_back(FromHex(rest));
+  } else if (verb == "forget-mqueue") {
+    const name = FromHex(rest);
+    for (auto it = posixQueues.begin(); it != posixQueues.end(); ++it) {
+      if (*it == name) {
+        posixQueues.erase(it);
+        break;
+      }
+    }
   } else if (verb == "nextid") {
     resetNextId = true;
   } else if (verb == "temp") {
@@ -132,6 +150,16 @@ int RemoveQueues() {
     if (found == queues.end() || found->second != static_cast<unsigned int>(ds.msg_perm.__key)) continue;
     if (msgctl(id, IPC_RMID, nullptr) == 0) removed++;
     else fprintf(stderr, "ipc-ckpt-guardian: removing queue %d: %s\n", id, strerror(errno));
+  }
+  return removed;
+}
+
+// mq_unlink works on the IPC namespace's own mqueue mount: no mount namespace is needed.
+int UnlinkPosixQueues() {
+  int removed = 0;
+  for (const std::string& name : posixQueues) {
+    if (syscall(SYS_mq_unlink, name.c_str()) == 0) removed++;
+    else if (errno != ENOENT) fprintf(stderr, "ipc-ckpt-guardian: unlinking POSIX queue /%s: %s\n", name.c_str(), strerror(errno));
   }
   return removed;
 }
@@ -205,7 +233,7 @@ int main(int argc, char** argv) {
   }
   free(buffer);
   // ipc-ckpt is gone without saying "done": undo what it registered.
-  const int removed = RemoveQueues();
+  const int removed = RemoveQueues() + UnlinkPosixQueues();
   const int written = WriteFilesBack() + (UnsetNextId() ? 1 : 0);
   const int deleted = RemoveTemporaries();
   if (removed + written + deleted > 0) {

@@ -36,6 +36,8 @@ import {
   describeRecordType,
 } from './layout';
 import { archProblem, idMappingProblem, limitsProblem, queueCountProblem, queueProblem } from './rules';
+import { PosixSectionDecoder, unpackPosixMessages, type PosixImageEvent } from './posix-queues';
+import type { PosixSection } from './model';
 
 export type { ImageInput };
 
@@ -63,7 +65,8 @@ export type ImageEvent =
   /** Consecutive messages of the last queue, in the native packed layout; offset is the first one's record. */
   | { kind: 'messages'; queueId: number; packed: Buffer; count: number; offset: number }
   /** The integrity record matched and TAIL ended the input; offset is the integrity record's. */
-  | { kind: 'end'; digest: Buffer; offset: number; imageBytes: number };
+  | { kind: 'end'; digest: Buffer; offset: number; imageBytes: number }
+  | PosixImageEvent;
 
 function corrupt(offset: number, problem: string): IpcCkptError {
   return new IpcCkptError('E_IMAGE_CORRUPT', `record at offset ${offset}: ${problem}`, { offset });
@@ -211,6 +214,10 @@ class ImageDecoder {
       yield { kind: 'queue', queue, offset: at };
       yield* this.readMessages(at, queue);
       lastQueue = queue;
+    }
+    // The POSIX queue section (ipc-ckpt extension), when there is one, comes before the integrity record.
+    if ((await this.peekRecord('the integrity record')) >= 0 && this.reader.type === RecordType.POSIX_MQ_NS) {
+      yield* new PosixSectionDecoder(this.reader, this.strictV16).events();
     }
     yield await this.readTrailer(section.queueCount, lastQueue);
   }
@@ -634,6 +641,8 @@ export interface ImageSummary {
   largestMessageBytes: number;
   digest: Buffer;
   imageBytes: number;
+  /** The POSIX section without its messages: limits, and each queue with its record's offset. */
+  posix?: { limits: PosixSection['limits']; queues: Array<{ queue: PosixSection['queues'][number]['queue']; offset: number }> };
 }
 
 /**
@@ -648,6 +657,7 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
   let messageCount = 0;
   let messageBytes = 0;
   let largestMessageBytes = 0;
+  let posix: ImageSummary['posix'];
   const reader = ByteReader.from(input);
   const decoder = new ImageDecoder(reader, { ...options, reuseBatchBuffer: true });
   try {
@@ -675,9 +685,15 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
           onMessages?.(queues.length - 1, event.packed, event.count);
           break;
         }
+        case 'posix-section':
+          posix = { limits: event.limits, queues: [] };
+          break;
+        case 'posix-queue':
+          posix?.queues.push({ queue: event.queue, offset: event.offset });
+          break;
         case 'end':
           if (header === undefined || limits === undefined) throw new IpcCkptError('E_INTERNAL', 'decoder ended without header or limits');
-          return { header, limits, idMapping, queues, messageCount, messageBytes, largestMessageBytes, digest: event.digest, imageBytes: event.imageBytes };
+          return { header, limits, idMapping, queues, messageCount, messageBytes, largestMessageBytes, digest: event.digest, imageBytes: event.imageBytes, ...(posix ? { posix } : {}) };
       }
     }
   } finally {
@@ -697,15 +713,19 @@ export async function collectImage(events: AsyncIterable<ImageEvent> | Iterable<
   let limits: NamespaceLimits | undefined;
   let idMapping: ImageIdMapping | undefined;
   const queues: Image['queues'] = [];
+  let posix: PosixSection | undefined;
   for await (const event of events) {
     if (event.kind === 'header') header = event.header;
     else if (event.kind === 'limits') limits = event.limits;
     else if (event.kind === 'idMapping') idMapping = event.idMapping;
     else if (event.kind === 'queue') queues.push({ queue: event.queue, messages: [] });
     else if (event.kind === 'messages') queues[queues.length - 1].messages.push(...unpackMessages(event.packed, event.count));
+    else if (event.kind === 'posix-section') posix = { limits: event.limits, queues: [] };
+    else if (event.kind === 'posix-queue') posix?.queues.push({ queue: event.queue, messages: [] });
+    else if (event.kind === 'posix-messages') posix?.queues[posix.queues.length - 1].messages.push(...unpackPosixMessages(Buffer.from(event.packed), event.count));
     else if (event.kind === 'end') {
       if (header === undefined || limits === undefined) break;
-      return idMapping === undefined ? { header, limits, queues } : { header, limits, idMapping, queues };
+      return { header, limits, ...(idMapping === undefined ? {} : { idMapping }), queues, ...(posix ? { posix } : {}) };
     }
   }
   throw new IpcCkptError('E_INTERNAL', 'decoder stopped without its end event');

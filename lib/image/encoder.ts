@@ -31,6 +31,7 @@ import {
   WideMsgMsgLayout,
   encodedBodyBytes,
 } from './layout';
+import { PosixSectionEncoder } from './posix-queues';
 import { archProblem, headerProblem, idMappingProblem, limitsProblem, messageSizeProblem, messageTypeProblem, queueCountProblem, queueProblem } from './rules';
 
 export { ImageDigest };
@@ -304,6 +305,7 @@ export function encodeImage(image: Image, options: EncoderOptions = {}): Buffer 
     parts.push(encoder.queue(queue));
     for (const message of messages) parts.push(encoder.message(message));
   }
+  if (image.posix) parts.push(...new PosixSectionEncoder(options.strictV16).encode(image.posix));
   const digest = new ImageDigest();
   for (const part of parts) digest.update(part);
   parts.push(encoder.trailer(digest.digest()));

@@ -15,3 +15,4 @@ export {
   type ImageSummary,
 } from './decoder';
 export { packMessages, unpackMessages, packedMessageSizes, PACKED_MESSAGE_HEADER_BYTES } from './packed';
+export { PosixSectionEncoder, packPosixMessages, unpackPosixMessages, type PosixImageEvent } from './posix-queues';

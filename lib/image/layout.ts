@@ -24,6 +24,10 @@ export const RecordType = {
   INTEGRITY: 9100,
   /** ipc-ckpt extension (9110-9119 are issue 11's): ids are the namespace's own view; its uid/gid maps at save. */
   ID_MAPPING: 9110,
+  /** ipc-ckpt extension (9120-9139): POSIX message queues, after the v16 msg section, before INTEGRITY. */
+  POSIX_MQ_NS: 9120,
+  POSIX_MQ_QUEUE: 9121,
+  POSIX_MQ_MSG: 9122,
   ERROR: 9999,
 } as const;
 
@@ -175,3 +179,39 @@ export function encodedBodyBytes(size: number): number {
   const segments = Math.ceil(rest / DATALEN_SEG);
   return (1 + segments) * RECORD_HEADER_BYTES + size;
 }
+
+/** POSIX_MQ_NS (32): the namespace's /proc/sys/fs/mqueue limits and how many queues follow. */
+export const PosixMqNsLayout = {
+  BYTES: 32,
+  QUEUES_MAX: 8,
+  MSG_MAX: 12,
+  MSGSIZE_MAX: 16,
+  MSG_DEFAULT: 20,
+  MSGSIZE_DEFAULT: 24,
+  QUEUE_COUNT: 28,
+} as const;
+
+/** POSIX_MQ_QUEUE (56), followed by one BUFFER with the name (name_len bytes, no '/', no NUL). */
+export const PosixMqQueueLayout = {
+  BYTES: 56,
+  NAME_LEN: 8,
+  MODE: 12,
+  UID: 16,
+  GID: 20,
+  MAXMSG: 24,
+  MSGSIZE: 32,
+  CURMSGS: 40,
+  QSIZE: 48,
+} as const;
+
+/** POSIX_MQ_MSG (16), followed by one BUFFER with the whole body (size bytes, possibly 0). */
+export const PosixMqMsgLayout = { BYTES: 16, PRIORITY: 8, SIZE: 12 } as const;
+
+/** Kernel bounds of POSIX queues (ipc/mqueue.c, include/linux/ipc_namespace.h). */
+export const MQ_NAME_MAX = 255;
+export const MQ_PRIO_MAX = 32768;
+/** HARD_MSGMAX and HARD_MSGSIZEMAX: what msg_max and msgsize_max can be raised to. */
+export const MQ_HARD_MSGMAX = 65536;
+export const MQ_HARD_MSGSIZEMAX = 16 * 1024 * 1024;
+/** MIN_MSGSIZEMAX: the least msgsize_max and msgsize_default may be. */
+export const MQ_MIN_MSGSIZEMAX = 128;

@@ -86,4 +86,41 @@ export interface Image {
   /** Present when the ids are namespace-relative (see ImageIdMapping). */
   idMapping?: ImageIdMapping;
   queues: Array<{ queue: QueueRecord; messages: MessageRecord[] }>;
+  /** The POSIX queue section (ipc-ckpt extension); absent in images without one. */
+  posix?: PosixSection;
+}
+
+/** POSIX_MQ_NS: the namespace's /proc/sys/fs/mqueue limits. */
+export interface PosixLimits {
+  queuesMax: number;
+  msgMax: number;
+  msgsizeMax: number;
+  msgDefault: number;
+  msgsizeDefault: number;
+}
+
+/** One POSIX message queue: POSIX_MQ_QUEUE and its name. */
+export interface PosixQueueRecord {
+  /** Without the leading '/'. */
+  name: string;
+  /** 07777 bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  maxmsg: number;
+  msgsize: number;
+  /** Messages that follow, and their body bytes. */
+  curmsgs: number;
+  qsize: number;
+}
+
+/** One POSIX message: priority 0..32767 and body. */
+export interface PosixMessageRecord {
+  priority: number;
+  body: Buffer;
+}
+
+export interface PosixSection {
+  limits: PosixLimits;
+  queues: Array<{ queue: PosixQueueRecord; messages: PosixMessageRecord[] }>;
 }

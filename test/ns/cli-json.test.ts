@@ -63,13 +63,13 @@ const image = () => path.join(workdir, 'sample.img');
 /** Every field of a result type, checked by the compiler (npm run typecheck): a field added to the type must be added here. */
 type FieldsOf<T> = Record<keyof T, true>;
 const API_FIELDS: Record<Exclude<DocumentKind, 'error'>, Record<string, true>> = {
-  save: { queues: true, messages: true, messageBytes: true, imageBytes: true, seconds: true, retries: true, secondWaits: true, msgmaxRaised: true, digest: true } satisfies FieldsOf<SaveSummary>,
-  restore: { plan: true, dryRun: true, queues: true, messages: true, messageBytes: true, seconds: true, notRestored: true } satisfies FieldsOf<RestoreSummary>,
+  save: { queues: true, messages: true, messageBytes: true, imageBytes: true, seconds: true, retries: true, secondWaits: true, msgmaxRaised: true, digest: true, posixQueues: true, posixMessages: true } satisfies FieldsOf<SaveSummary>,
+  restore: { plan: true, dryRun: true, queues: true, messages: true, messageBytes: true, seconds: true, notRestored: true, posixQueues: true, posixMessages: true } satisfies FieldsOf<RestoreSummary>,
   verify: { equal: true, differences: true, queues: true, messages: true, skippedFields: true, idView: true } satisfies FieldsOf<VerifyResult>,
   check: { canSave: true, canRestore: true, findings: true } satisfies FieldsOf<CheckResult>,
-  inspect: { format: true, kernel: true, arch: true, time: true, uflags: true, limits: true, ids: true, totals: true, queues: true, integrity: true } satisfies FieldsOf<InspectReport>,
+  inspect: { format: true, kernel: true, arch: true, time: true, uflags: true, limits: true, ids: true, totals: true, queues: true, integrity: true, posix: true } satisfies FieldsOf<InspectReport>,
 };
-const PLAN_FIELDS: FieldsOf<RestorePlan> = { target: true, queues: true, during: true, final: true, conflicts: true, beyondLimits: true };
+const PLAN_FIELDS: FieldsOf<RestorePlan> = { target: true, queues: true, during: true, final: true, conflicts: true, beyondLimits: true, posix: true };
 
 test('the documented schema has exactly the fields of the API result types', () => {
   const defs = (schema as unknown as { $defs: Record<string, { properties: Record<string, { properties?: Record<string, unknown> }> }> }).$defs;
