@@ -112,7 +112,7 @@ bool Handle(const std::string& line) {
   } else if (verb == "mqueue") {
     posixQueues.push_back(FromHex(rest));
   } else if (verb == "forget-mqueue") {
-    const name = FromHex(rest);
+    const std::string name = FromHex(rest);
     for (auto it = posixQueues.begin(); it != posixQueues.end(); ++it) {
       if (*it == name) {
         posixQueues.erase(it);
