@@ -440,12 +440,17 @@ export class PosixQueueComparison {
 }
 
 
-/** `check`'s finding on POSIX queues: the namespace's mqueue filesystem can be reached and its limits read. */
-export async function posixCheckFinding(ns: NativeNamespace): Promise<{ status: 'ok' | 'note'; subject: string; text: string }> {
+/** `check`'s finding on POSIX queues: the namespace's mqueue filesystem can be reached, its limits read, every owner mapped. */
+export async function posixCheckFinding(ns: NativeNamespace, ids: NamespaceIds | undefined): Promise<{ status: 'ok' | 'note' | 'fail'; subject: string; text: string; blocks?: Array<'save' | 'restore'> }> {
   try {
     const queues = await ns.listPosixQueues();
     const limits = await ns.readMqueueLimits();
     const withMessages = queues.filter((q) => q.curmsgs > 0).length;
+    const unmapped = ids ? queues.map((q) => ({ q, missing: ids.namespaceView({ uid: q.uid, gid: q.gid }).unmapped })).filter(({ missing }) => missing.length > 0) : [];
+    if (unmapped.length > 0) {
+      const list = unmapped.slice(0, 5).map(({ q, missing }) => `'/${q.name}': host ${describeUnmapped(missing)}`).join('; ');
+      return { status: 'fail', subject: 'mqueue', text: `${unmapped.length} POSIX queue(s) have owners the namespace does not map (it sees the overflow id), so save refuses them: ${list}${unmapped.length > 5 ? '; ...' : ''}`, blocks: ['save'] };
+    }
     return {
       status: 'ok',
       subject: 'mqueue',

@@ -2,12 +2,12 @@
 // the target's own mapping; the mqueue limits are written as the target namespace's root. Everything is
 // looked at from inside (mq-tool and the mqueue filesystem through nsenter --user --ipc).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserNamespacedIpc } from '../support/user-namespace';
 import { buildMqTool, patternHex, ReceivedPosixMessage } from '../support/mq-tool';
-import { restore, save, verify } from '../../lib';
+import { check, inspect, restore, save, verify } from '../../lib';
 
 jest.setTimeout(60_000);
 
@@ -49,6 +49,9 @@ function inside(ns: UserNamespacedIpc, argv: Array<string | number>, as?: { uid:
 
 const mqInside = (ns: UserNamespacedIpc, args: Array<string | number>, as?: { uid: number; gid: number }) => inside(ns, [buildMqTool(), ...args], as);
 
+/** mq-tool in the container's IPC namespace only: as host root, with host ids. */
+const mqFromHost = (ns: UserNamespacedIpc, ...args: Array<string | number>) => execFileSync('nsenter', [`--target=${ns.pid}`, '--ipc', '--', buildMqTool(), ...args.map(String)], { encoding: 'utf8' });
+
 /** "NAME MODE UID GID" of every queue, from a mount of the namespace's mqueue filesystem; ids as `userns` shows them. */
 function queueInodes(ns: UserNamespacedIpc, view: 'inside' | 'host'): string {
   const script = 'mount -t mqueue none /mnt && cd /mnt && for q in *; do [ -e "$q" ] && stat -c "%n %a %u %g" "$q"; done; true';
@@ -88,6 +91,9 @@ test('a POSIX queue of uid 1000 moves from a 0->100000 container to a 0->200000 
   const image = path.join(dir, 'app.img');
 
   await save({ pid: source.pid }, image, { quiescent: true });
+  const report = await inspect(readFileSync(image));
+  expect(report.ids.view).toBe('namespace');
+  expect(report.posix?.queues).toMatchObject([{ name: QUEUE.name, uid: APP.uid, gid: APP.gid, mode: 0o600 }]);
   await restore({ pid: target.pid }, image);
 
   expect(queueInodes(target, 'inside')).toBe(queueInodes(source, 'inside'));
@@ -110,7 +116,7 @@ test('verify reports a POSIX queue whose owner differs as the target namespace s
   await save({ pid: source.pid }, image, { quiescent: true });
   await restore({ pid: target.pid }, image);
   // Same uid 1000 on the host's side of the source (101000) is unmapped in the target: a difference, not a match.
-  execFileSync('nsenter', [`--target=${target.pid}`, '--ipc', '--', buildMqTool(), 'chown', QUEUE.name, 101000, 101000]);
+  mqFromHost(target, 'chown', QUEUE.name, 101000, 101000);
   const result = await verify({ pid: target.pid }, image, { quiescent: true });
   expect(result.equal).toBe(false);
   expect(result.differences.join('\n')).toMatch(/POSIX queue '\/app': host uid 101000, gid 101000 of the live queue not mapped/);
@@ -136,12 +142,15 @@ test('save refuses a POSIX queue whose host owner the source namespace does not 
   const source = await container('0 100000 65536');
   const order = populate(source);
   // From the host: owner uid 5, which the 0->100000 namespace sees as the overflow id.
-  execFileSync('nsenter', [`--target=${source.pid}`, '--ipc', '--', buildMqTool(), 'chown', QUEUE.name, 5, 5]);
+  mqFromHost(source, 'chown', QUEUE.name, 5, 5);
+  const found = await check({ pid: source.pid });
+  expect(found.canSave).toBe(false);
+  expect(found.findings).toContainEqual(expect.objectContaining({ status: 'fail', subject: 'mqueue', text: expect.stringContaining("'/app': host uid 5, gid 5") }));
   const image = path.join(dir, 'app.img');
   const refused = save({ pid: source.pid }, image, { quiescent: true });
   await expect(refused).rejects.toMatchObject({ code: 'E_UNMAPPED_ID' });
   await expect(refused).rejects.toThrow(/POSIX queue '\/app' .* has host uid 5, gid 5, which the user namespace that owns it/);
   expect(existsSync(image)).toBe(false);
-  execFileSync('nsenter', [`--target=${source.pid}`, '--ipc', '--', buildMqTool(), 'chown', QUEUE.name, 101000, 101000]);
+  mqFromHost(source, 'chown', QUEUE.name, 101000, 101000);
   expect(receiveInside(source, APP)).toEqual(order);
 });
