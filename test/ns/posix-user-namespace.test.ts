@@ -1,7 +1,7 @@
 // POSIX queues of rootless containers: owners are saved as the namespace sees them and restored through
 // the target's own mapping; the mqueue limits are written as the target namespace's root. Everything is
 // looked at from inside (mq-tool and the mqueue filesystem through nsenter --user --ipc).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -153,4 +153,27 @@ test('save refuses a POSIX queue whose host owner the source namespace does not 
   expect(existsSync(image)).toBe(false);
   mqFromHost(source, 'chown', QUEUE.name, 101000, 101000);
   expect(receiveInside(source, APP)).toEqual(order);
+});
+
+test('the rollback guardian puts a user-namespaced target\'s mqueue limit back as its root when ipc-ckpt dies', async () => {
+  const target = await container('0 200000 65536');
+  const before = limitsInside(target).msg_max;
+  const script = `
+    const { RollbackGuardian } = require(${JSON.stringify(path.resolve(__dirname, '../../dist/lib/rollback-guardian'))});
+    const { openNamespace } = require(${JSON.stringify(path.resolve(__dirname, '../../dist/lib/namespace'))});
+    (async () => {
+      const target = { nsPath: ${JSON.stringify(target.path)}, label: 'target' };
+      const guardian = RollbackGuardian.start(target);
+      await guardian.registerFileRestore('/proc/sys/fs/mqueue/msg_max', '${before}', { writeAsUid: 200000, writeAsGid: 200000 });
+      const ns = await openNamespace(target);
+      await ns.writeMqueueLimit('msg_max', ${before + 25}, { uid: 200000, gid: 200000 });
+      console.log('raised', (await ns.readMqueueLimits()).msg_max);
+      process.kill(process.pid, 'SIGKILL');
+    })();`;
+  const died = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+  expect(died.signal).toBe('SIGKILL');
+  expect(died.stdout).toBe(`raised ${before + 25}\n`);
+  const deadline = Date.now() + 15_000;
+  while (limitsInside(target).msg_max !== before && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  expect(limitsInside(target).msg_max).toBe(before);
 });
