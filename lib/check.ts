@@ -80,7 +80,7 @@ export async function check(target?: Target): Promise<CheckResult> {
       findings.push({ status: 'fail', subject: 'user namespace', text: `cannot tell which user namespace owns ${resolved.label}, so ids cannot be translated: ${error.message}`, blocks: ['save', 'restore'] });
     }
     if (ids) findings.push(...(await idFindings(ns, ids)), await limitsFinding(ns, ids));
-    findings.push(await posixCheckFinding(ns));
+    findings.push(await posixCheckFinding(ns, ids));
   } finally {
     await ns.close();
   }

@@ -138,7 +138,8 @@ function printPlan(summary: RestoreSummary): void {
   }
   for (const change of plan.posix?.during ?? []) lines.push(`  raise ${change.name} ${change.from} -> ${change.to} for the duration`);
   for (const q of plan.posix?.queues ?? []) {
-    lines.push(`  create POSIX queue '/${q.name}' mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid} maxmsg ${q.maxmsg} msgsize ${q.msgsize}, send ${q.curmsgs} message(s) (${humanBytes(q.qsize)})`);
+    const hostIds = q.host.uid !== q.uid || q.host.gid !== q.gid ? ` (host ids ${q.host.uid}:${q.host.gid})` : '';
+    lines.push(`  create POSIX queue '/${q.name}' mode 0${q.mode.toString(8).padStart(3, '0')} owner ${q.uid}:${q.gid}${hostIds} maxmsg ${q.maxmsg} msgsize ${q.msgsize}, send ${q.curmsgs} message(s) (${humanBytes(q.qsize)})`);
   }
   for (const change of plan.final) lines.push(`  set ${change.name} ${change.from} -> ${change.to}`);
   for (const change of plan.posix?.final ?? []) lines.push(`  set ${change.name} ${change.from} -> ${change.to}`);

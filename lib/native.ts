@@ -354,7 +354,8 @@ export interface NativeNamespace {
   /** mq_unlink. */
   removePosixQueue(name: string): Promise<void>;
   readMqueueLimits(): Promise<MqueueLimits>;
-  writeMqueueLimit(name: MqueueLimitName, value: number): Promise<void>;
+  /** As `as` (the namespace's own root, NamespaceIds.limitWriter) when given, like writeSysctl. */
+  writeMqueueLimit(name: MqueueLimitName, value: number, as?: SysctlWriter): Promise<void>;
   /** Ends the thread (joined before this resolves). Further calls reject with code 'E_INTERNAL'. */
   close(): Promise<void>;
 }

@@ -3,9 +3,10 @@
 // the same messages back (native takePosixMessages, safe against a SIGKILL of this process); it does
 // so only with the workload frozen (--freeze) or asserted quiescent (--quiescent).
 import { IpcCkptError } from './errors';
+import { describeUnmapped, imageIdsInNamespaceView, imageIdsToHost, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { PosixSectionEncoder } from './image/posix-queues';
-import type { PosixLimits, PosixQueueRecord } from './image/model';
-import { MQUEUE_LIMIT_NAMES, MqueueLimitName, MqueueLimits, NativeNamespace, POSIX_PACKED_HEADER_BYTES, PosixQueueStat } from './native';
+import type { ImageIdMapping, PosixLimits, PosixQueueRecord } from './image/model';
+import { MQUEUE_LIMIT_NAMES, MqueueLimitName, MqueueLimits, NativeNamespace, POSIX_PACKED_HEADER_BYTES, PosixQueueStat, SysctlWriter } from './native';
 import type { RollbackGuardian } from './rollback-guardian';
 import type { PosixImageEvent } from './image/posix-queues';
 
@@ -32,21 +33,28 @@ export function posixLimitsFromNative(limits: MqueueLimits): PosixLimits {
   return { queuesMax: limits.queues_max, msgMax: limits.msg_max, msgsizeMax: limits.msgsize_max, msgDefault: limits.msg_default, msgsizeDefault: limits.msgsize_default };
 }
 
+type PosixOwner = { uid: number; gid: number };
+
 /**
- * The one place where a queue owner crosses between the session thread's view and the image's.
- * Today both are the session thread's (host) view; the user-namespace translation (issue 11) plugs in here.
+ * A queue's owner as the image holds it: the namespace's own view (lib/id-mapping.ts, as for SysV owners).
+ * An owner the namespace does not map (it sees the overflow id) cannot be saved exactly and is refused.
  */
-export function posixOwnerForImage(stat: PosixQueueStat): { uid: number; gid: number } {
-  return { uid: stat.uid, gid: stat.gid };
+export function posixOwnerForImage(stat: PosixQueueStat, ids: NamespaceIds, targetLabel: string): PosixOwner {
+  const { ids: view, unmapped } = ids.namespaceView({ uid: stat.uid, gid: stat.gid });
+  if (unmapped.length > 0) {
+    throw new IpcCkptError('E_UNMAPPED_ID', `${label(stat.name)} in ${targetLabel} has host ${describeUnmapped(unmapped)}, which the user namespace that owns it, ${ids.describe()}, does not map: the namespace sees it as the overflow id. Give the queue a mapped owner (fchown), or save with --sysv-only to leave POSIX queues out`);
+  }
+  return view;
 }
 
-/** The inverse of posixOwnerForImage: the ids to create a restored queue with. */
-export function posixOwnerForTarget(record: PosixQueueRecord): { uid: number; gid: number } {
-  return { uid: record.uid, gid: record.gid };
+/** The inverse of posixOwnerForImage: the host ids to create a restored queue with; `unmapped` when the target cannot. */
+export function posixOwnerForTarget(record: PosixQueueRecord, ids: NamespaceIds, idMapping: ImageIdMapping | undefined): { owner: PosixOwner; unmapped: string } {
+  const { ids: owner, unmapped } = imageIdsToHost(ids, { uid: record.uid, gid: record.gid }, idMapping);
+  return { owner, unmapped: describeUnmapped(unmapped) };
 }
 
-export function posixRecordFromStat(stat: PosixQueueStat): PosixQueueRecord {
-  return { name: stat.name, mode: stat.mode, ...posixOwnerForImage(stat), maxmsg: stat.maxmsg, msgsize: stat.msgsize, curmsgs: stat.curmsgs, qsize: stat.qsize };
+export function posixRecordFromStat(stat: PosixQueueStat, ids: NamespaceIds, targetLabel: string): PosixQueueRecord {
+  return { name: stat.name, mode: stat.mode, ...posixOwnerForImage(stat, ids, targetLabel), maxmsg: stat.maxmsg, msgsize: stat.msgsize, curmsgs: stat.curmsgs, qsize: stat.qsize };
 }
 
 /** The namespace's POSIX queues; a refused mqueue mount (no CAP_SYS_ADMIN) says how to go without them. */
@@ -84,6 +92,7 @@ export class PosixQueueSaver {
   readonly summary: PosixSaveSummary = { queues: 0, messages: 0, messageBytes: 0 };
   private queues: PosixQueueStat[] = [];
   private limits: PosixLimits = DEFAULT_LIMITS;
+  private ids: NamespaceIds | undefined;
 
   constructor(
     private readonly ns: NativeNamespace,
@@ -95,6 +104,8 @@ export class PosixQueueSaver {
   async prepare(): Promise<void> {
     this.queues = await listOrAdvise(this.ns, this.targetLabel);
     this.limits = posixLimitsFromNative(await this.ns.readMqueueLimits());
+    const ids = await namespaceIdsOf(this.ns, this.targetLabel);
+    this.ids = ids;
     const withMessages = this.queues.filter((q) => q.curmsgs > 0);
     if (this.options.strictV16 && this.queues.length > 0) {
       throw new IpcCkptError('E_IMAGE_UNSUPPORTED', `${this.targetLabel} holds ${this.queues.length} POSIX queue(s), which v16 has no record for: save with --sysv-only to leave them out, or without --strict-v16`);
@@ -106,6 +117,8 @@ export class PosixQueueSaver {
           'save with --freeze -t PID (freezes the workload), or with --quiescent if you know nothing sends or receives meanwhile (e.g. `docker pause`), or with --sysv-only to leave POSIX queues out',
       );
     }
+    // Every owner translated once now: an unmapped one is refused before any message is taken.
+    for (const queue of this.queues) posixOwnerForImage(queue, ids, this.targetLabel);
     const problems = this.queues.map(unsavable).filter((p) => p !== undefined);
     if (problems.length > 0) {
       throw new IpcCkptError(problems[0].code, `cannot save ${this.targetLabel}, nothing was taken from any queue:\n  ${problems.map((p) => p.text).join('\n  ')}`);
@@ -124,8 +137,10 @@ export class PosixQueueSaver {
     const encoder = new PosixSectionEncoder(this.options.strictV16);
     await write(encoder.section(this.limits, this.queues.length));
     const saved: PosixQueueRecord[] = [];
+    const ids = this.ids!;
+    const recordOf = (stat: PosixQueueStat) => posixRecordFromStat(stat, ids, this.targetLabel);
     for (const listed of this.queues) {
-      let record = posixRecordFromStat(listed);
+      let record = recordOf(listed);
       if (listed.curmsgs === 0) {
         await write(encoder.queue(record));
       } else {
@@ -135,7 +150,7 @@ export class PosixQueueSaver {
         if (taken.count !== before.curmsgs || bodyBytes !== before.qsize || after.curmsgs !== before.curmsgs || after.qsize !== before.qsize || after.notifyPid !== 0) {
           throw torn(listed.name, this.targetLabel, `it held ${before.curmsgs} messages (${before.qsize} bytes) before the copy, ${taken.count} (${bodyBytes} bytes) were taken and put back, it holds ${after.curmsgs} (${after.qsize} bytes) after`);
         }
-        record = posixRecordFromStat(before);
+        record = recordOf(before);
         await write(encoder.queue(record));
         await write(encoder.messagesFromPacked(record, taken.data, taken.count));
         this.summary.messages += taken.count;
@@ -145,7 +160,7 @@ export class PosixQueueSaver {
       this.summary.queues++;
     }
     // One listing at the end: every queue still as saved, none created or removed meanwhile.
-    const now = new Map((await this.ns.listPosixQueues()).map((q) => [q.name, posixRecordFromStat(q)]));
+    const now = new Map((await this.ns.listPosixQueues()).map((q) => [q.name, recordOf(q)]));
     for (const record of saved) {
       const current = now.get(record.name);
       if (!current) throw torn(record.name, this.targetLabel, 'it was removed');
@@ -172,20 +187,35 @@ export interface PosixLimitChange {
   to: number;
 }
 
+/** A queue of the image as restore creates it: uid/gid as the image holds them; `host` as the kernel takes them. */
+export type PlannedPosixQueue = PosixQueueRecord & { host: PosixOwner };
+
 export interface PosixRestorePlan {
-  queues: PosixQueueRecord[];
+  queues: PlannedPosixQueue[];
   during: PosixLimitChange[];
   final: PosixLimitChange[];
   conflicts: string[];
 }
 
-/** Decides every POSIX change before the first one; a name already present is a conflict. */
-export function planPosixRestore(image: PosixImageSummary | undefined, existing: PosixQueueStat[], current: MqueueLimits, keepLimits: boolean): PosixRestorePlan {
-  const plan: PosixRestorePlan = { queues: image?.queues ?? [], during: [], final: [], conflicts: [] };
+/** Decides every POSIX change before the first one; a name already present or an owner the target cannot map is a conflict. */
+export function planPosixRestore(
+  image: PosixImageSummary | undefined,
+  existing: PosixQueueStat[],
+  current: MqueueLimits,
+  keepLimits: boolean,
+  target: { ids: NamespaceIds; idMapping: ImageIdMapping | undefined; label: string },
+): PosixRestorePlan {
+  const plan: PosixRestorePlan = { queues: [], during: [], final: [], conflicts: [] };
   if (!image) return plan;
   const names = new Set(existing.map((q) => q.name));
   for (const queue of image.queues) {
     if (names.has(queue.name)) plan.conflicts.push(`${label(queue.name)} already exists`);
+    const { owner, unmapped } = posixOwnerForTarget(queue, target.ids, target.idMapping);
+    if (unmapped !== '') {
+      const view = target.idMapping ? 'as the saved namespace saw them' : 'host ids: the image has no id-mapping record';
+      plan.conflicts.push(`${label(queue.name)}: ${unmapped} (${view}) have no mapping in ${target.ids.describe()}, the owner of ${target.label}`);
+    }
+    plan.queues.push({ ...queue, host: owner });
   }
   // Without CAP_SYS_RESOURCE mq_open wants maxmsg <= msg_max and msgsize <= msgsize_max, and a free queues_max slot.
   const needed: Partial<Record<MqueueLimitName, number>> = {
@@ -220,15 +250,18 @@ export class PosixQueueRestorer {
     private readonly ns: NativeNamespace,
     private readonly guardian: () => RollbackGuardian,
     private readonly plan: PosixRestorePlan,
+    /** The namespace's own root when it alone may write the limits (NamespaceIds.limitWriter). */
+    private readonly limitWriter: SysctlWriter | undefined,
   ) {}
 
   private async setLimit(change: PosixLimitChange): Promise<void> {
     if (!this.originals.has(change.name)) {
       // The guardian learns the original before the write: we may die right after it.
-      await this.guardian().registerFileRestore(`/proc/sys/fs/mqueue/${change.name}`, String(change.from));
+      const writer = this.limitWriter;
+      await this.guardian().registerFileRestore(`/proc/sys/fs/mqueue/${change.name}`, String(change.from), writer && { writeAsUid: writer.uid, writeAsGid: writer.gid });
       this.originals.set(change.name, change.from);
     }
-    await this.ns.writeMqueueLimit(change.name, change.to);
+    await this.ns.writeMqueueLimit(change.name, change.to, this.limitWriter);
   }
 
   /** Handles one decoder event of the POSIX section, in image order. */
@@ -237,11 +270,11 @@ export class PosixQueueRestorer {
       for (const change of this.plan.during) await this.setLimit(change);
     } else if (event.kind === 'posix-queue') {
       const record = event.queue;
-      if (!this.plan.queues.some((q) => q.name === record.name)) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
+      const owner = this.ownerOf(record);
       // Registered before mq_open: a kill between the two must not leave the queue behind.
       await this.guardian().registerPosixQueue(record.name);
       try {
-        await this.ns.createPosixQueue({ name: record.name, mode: record.mode, ...posixOwnerForTarget(record), maxmsg: record.maxmsg, msgsize: record.msgsize });
+        await this.ns.createPosixQueue({ name: record.name, mode: record.mode, ...owner, maxmsg: record.maxmsg, msgsize: record.msgsize });
       } catch (error) {
         await this.guardian().forgetPosixQueue(record.name);
         throw error;
@@ -256,7 +289,14 @@ export class PosixQueueRestorer {
     }
   }
 
-  /** After the last event: the final limits, then every created queue checked against its record. */
+  /** The plan's host ids of a queue (translated and checked before any change). */
+  private ownerOf(record: PosixQueueRecord): PosixOwner {
+    const planned = this.plan.queues.find((q) => q.name === record.name);
+    if (!planned) throw new IpcCkptError('E_IMAGE_CORRUPT', 'the image changed between validation and restore');
+    return planned.host;
+  }
+
+  /** After the last event: the final limits, then every created queue checked against its record (owners as host ids). */
   async finish(): Promise<void> {
     for (const change of this.plan.final) await this.setLimit(change);
     if (this.plan.queues.length === 0) return;
@@ -264,9 +304,9 @@ export class PosixQueueRestorer {
     for (const record of this.plan.queues) {
       const stat = live.get(record.name);
       if (!stat) throw new IpcCkptError('E_VERIFY', `restored ${label(record.name)} is missing`);
-      const got = posixRecordFromStat(stat);
+      const expected = { ...record, ...record.host };
       for (const field of ['mode', 'uid', 'gid', 'maxmsg', 'msgsize', 'curmsgs', 'qsize'] as const) {
-        if (got[field] !== record[field]) throw new IpcCkptError('E_VERIFY', `restored ${label(record.name)} has ${field} ${got[field]}, the image says ${record[field]}`);
+        if (stat[field] !== expected[field]) throw new IpcCkptError('E_VERIFY', `restored ${label(record.name)} has ${field} ${stat[field]}, the image says ${expected[field]}${field === 'uid' || field === 'gid' ? ' (host ids)' : ''}`);
       }
     }
   }
@@ -290,7 +330,7 @@ export class PosixQueueRestorer {
     const problems: string[] = [];
     for (const [name, value] of [...this.originals].reverse()) {
       try {
-        await this.ns.writeMqueueLimit(name, value);
+        await this.ns.writeMqueueLimit(name, value, this.limitWriter);
       } catch (error) {
         problems.push(`${name} back to ${value}: ${(error as Error).message}`);
       }
@@ -312,10 +352,25 @@ export class PosixQueueComparison {
     private readonly targetLabel: string,
     private readonly differences: string[],
     private readonly options: { quiescent?: boolean; ignoreLimits?: boolean },
+    /** The image's id-mapping record as decoded so far (it precedes the POSIX section). */
+    private readonly idMapping: () => ImageIdMapping | undefined,
   ) {}
+
+  private ids: NamespaceIds | undefined;
 
   async prepare(): Promise<void> {
     this.live = new Map((await listOrAdvise(this.ns, this.targetLabel)).map((q) => [q.name, q]));
+    this.ids = await namespaceIdsOf(this.ns, this.targetLabel);
+  }
+
+  /** Live and image owners, both as the target namespace sees them; an unmapped one is a difference. */
+  private ownersInNamespaceView(stat: PosixQueueStat, record: PosixQueueRecord): { live: PosixOwner; image: PosixOwner } {
+    const ids = this.ids!;
+    const live = ids.namespaceView({ uid: stat.uid, gid: stat.gid });
+    const image = imageIdsInNamespaceView(ids, { uid: record.uid, gid: record.gid }, this.idMapping());
+    if (live.unmapped.length > 0) this.differences.push(`${label(record.name)}: host ${describeUnmapped(live.unmapped)} of the live queue not mapped in ${ids.userNamespace}`);
+    if (image.unmapped.length > 0) this.differences.push(`${label(record.name)}: the image's host ${describeUnmapped(image.unmapped)} not mapped in ${ids.userNamespace}`);
+    return { live: live.ids, image: image.ids };
   }
 
   async onEvent(event: PosixImageEvent): Promise<void> {
@@ -335,13 +390,16 @@ export class PosixQueueComparison {
         this.differences.push(`${label(record.name)} is in the image but not in ${this.targetLabel}`);
         return;
       }
-      const got = posixRecordFromStat(stat);
-      let differs = false;
+      const before = this.differences.length;
+      const owners = this.ownersInNamespaceView(stat, record);
+      const got = { ...stat, ...owners.live };
+      const expected = { ...record, ...owners.image };
+      let differs = this.differences.length > before;
       for (const field of ['mode', 'uid', 'gid', 'maxmsg', 'msgsize', 'curmsgs', 'qsize'] as const) {
-        if (got[field] !== record[field]) {
+        if (got[field] !== expected[field]) {
           differs = true;
           const show = (v: number) => (field === 'mode' ? `0${v.toString(8)}` : String(v));
-          this.differences.push(`${label(record.name)}: ${field} is ${show(got[field])}, the image has ${show(record[field])}`);
+          this.differences.push(`${label(record.name)}: ${field} is ${show(got[field])}, the image has ${show(expected[field])}`);
         }
       }
       if (differs || stat.curmsgs === 0) return;
@@ -382,12 +440,17 @@ export class PosixQueueComparison {
 }
 
 
-/** `check`'s finding on POSIX queues: the namespace's mqueue filesystem can be reached and its limits read. */
-export async function posixCheckFinding(ns: NativeNamespace): Promise<{ status: 'ok' | 'note'; subject: string; text: string }> {
+/** `check`'s finding on POSIX queues: the namespace's mqueue filesystem can be reached, its limits read, every owner mapped. */
+export async function posixCheckFinding(ns: NativeNamespace, ids: NamespaceIds | undefined): Promise<{ status: 'ok' | 'note' | 'fail'; subject: string; text: string; blocks?: Array<'save' | 'restore'> }> {
   try {
     const queues = await ns.listPosixQueues();
     const limits = await ns.readMqueueLimits();
     const withMessages = queues.filter((q) => q.curmsgs > 0).length;
+    const unmapped = ids ? queues.map((q) => ({ q, missing: ids.namespaceView({ uid: q.uid, gid: q.gid }).unmapped })).filter(({ missing }) => missing.length > 0) : [];
+    if (unmapped.length > 0) {
+      const list = unmapped.slice(0, 5).map(({ q, missing }) => `'/${q.name}': host ${describeUnmapped(missing)}`).join('; ');
+      return { status: 'fail', subject: 'mqueue', text: `${unmapped.length} POSIX queue(s) have owners the namespace does not map (it sees the overflow id), so save refuses them: ${list}${unmapped.length > 5 ? '; ...' : ''}`, blocks: ['save'] };
+    }
     return {
       status: 'ok',
       subject: 'mqueue',

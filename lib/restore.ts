@@ -281,7 +281,7 @@ class RestoreRun {
 
   constructor(
     private readonly ns: NativeNamespace,
-    target: ResolvedTarget,
+    private readonly target: ResolvedTarget,
     private readonly options: RestoreOptions,
     private readonly guardian: RollbackGuardian,
   ) {
@@ -321,7 +321,8 @@ class RestoreRun {
 
   /** The POSIX section (lib/posix-queues.ts), in a pass of its own over the validated image. */
   private async restorePosixQueues(plan: PosixRestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
-    this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan);
+    const { limitWriter } = await namespaceIdsOf(this.ns, this.target.label);
+    this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan, limitWriter);
     for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16 })) {
       if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') await this.posix.apply(event);
       else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) throw corruptBetweenPasses(source);
@@ -541,9 +542,10 @@ async function restoreLocked(resolved: ResolvedTarget, input: string | Readable 
     try {
       const selection = queueSelection(options);
       const sysvImage = selection === 'posix' ? { ...image, queues: [] } : image;
-      const plan = planRestore(sysvImage, await ns.listQueues(), await ns.readSysctls(), resolved, selection === 'posix' || (options.keepLimits ?? false), await namespaceIdsOf(ns, resolved.label));
+      const ids = await namespaceIdsOf(ns, resolved.label);
+      const plan = planRestore(sysvImage, await ns.listQueues(), await ns.readSysctls(), resolved, selection === 'posix' || (options.keepLimits ?? false), ids);
       if (selection !== 'sysv' && image.posix) {
-        plan.posix = planPosixRestore(image.posix, await ns.listPosixQueues(), await ns.readMqueueLimits(), options.keepLimits ?? false);
+        plan.posix = planPosixRestore(image.posix, await ns.listPosixQueues(), await ns.readMqueueLimits(), options.keepLimits ?? false, { ids, idMapping: image.idMapping, label: resolved.label });
         plan.conflicts.push(...plan.posix.conflicts);
       }
       if (plan.conflicts.length > 0) {

@@ -146,12 +146,12 @@ async function verifyLocked(resolved: ResolvedTarget, input: string | Readable |
   const raised = new RaisedSysctls(ns, resolved, guardian);
   const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS, idView: '' };
   const selection = queueSelection(options);
-  const posix = selection === 'sysv' ? undefined : new PosixQueueComparison(ns, resolved.label, differences, options);
+  const posix = selection === 'sysv' ? undefined : new PosixQueueComparison(ns, resolved.label, differences, options, () => idMapping);
+  let idMapping: ImageIdMapping | undefined;
   try {
     await posix?.prepare();
     const ids = await namespaceIdsOf(ns, resolved.label);
     result.idView = ids.ownUserNamespace ? 'ids as the namespace sees them (it belongs to ipc-ckpt\'s own user namespace)' : `ids as the namespace sees them, through ${ids.describe()}`;
-    let idMapping: ImageIdMapping | undefined;
     const live = new Map<number, QueueStat>(selection === 'posix' ? [] : (await ns.listQueues()).map((q) => [q.id, q]));
     const sysctls = await ns.readSysctls();
     let msgmax = sysctls.msgmax;
@@ -174,12 +174,13 @@ async function verifyLocked(resolved: ResolvedTarget, input: string | Readable |
       guardian.throwIfDead();
       if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
         await posix?.onEvent(event);
+      } else if (event.kind === 'idMapping') {
+        // Before the --posix-only skip: POSIX owners are read through it too.
+        idMapping = event.idMapping;
       } else if (selection === 'posix') {
         continue;
       } else if (event.kind === 'limits' && !options.ignoreLimits) {
         compareLimits(event.limits, sysctls, differences);
-      } else if (event.kind === 'idMapping') {
-        idMapping = event.idMapping;
       } else if (event.kind === 'queue') {
         await comparison?.finish();
         result.queues++;

@@ -184,7 +184,7 @@ class PackedField {
   const char* what_;
 };
 
-// The optional `as` argument of writeSysctl/sysctlWritable: { uid, gid }, or undefined for the session's own ids.
+// The optional `as` argument of writeSysctl/sysctlWritable/writeMqueueLimit: { uid, gid }, or undefined for the session's own ids.
 std::optional<SysctlWriter> WriterArgument(const Napi::CallbackInfo& info, size_t index, const std::string& method) {
   if (info[index].IsUndefined()) return std::nullopt;
   const std::string what = method + ": as";
@@ -786,9 +786,10 @@ Napi::Value NamespaceSession::WriteMqueueLimit(const Napi::CallbackInfo& info) {
       throw ArgumentError(env, "writeMqueueLimit: name must be queues_max, msg_max, msgsize_max, msg_default or msgsize_default, got '" + name + "'");
     }
     const auto value = static_cast<int64_t>(IntegerArgument(info, 1, "writeMqueueLimit: value", 0, std::numeric_limits<int32_t>::max()));
+    const std::optional<SysctlWriter> as = WriterArgument(info, 2, "writeMqueueLimit");
     const PosixQueueCalls* calls = &posixCalls_;
-    return [calls, name, value]() -> NamespaceThread::ResultBuilder {
-      calls->WriteLimit(name, value);
+    return [calls, name, value, as]() -> NamespaceThread::ResultBuilder {
+      calls->WriteLimit(name, value, as);
       return Undefined();
     };
   });

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "creator_identity.h"
 #include "errno_error.h"
 
 namespace {
@@ -450,15 +451,20 @@ MqueueLimits PosixQueueCalls::ReadLimits() const {
           ReadLimit("msgsize_default")};
 }
 
-void PosixQueueCalls::WriteLimit(const std::string& name, int64_t value) const {
+void PosixQueueCalls::WriteLimit(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as) const {
   const std::string path = kLimitDirectory + name;
-  const std::string doing = "write " + std::to_string(value) + " to " + path + " " + target_.where();
+  const std::string asIds = as ? " as uid " + std::to_string(as->uid) + " gid " + std::to_string(as->gid) : "";
+  const std::string doing = "write " + std::to_string(value) + " to " + path + asIds + " " + target_.where();
+  // Like the msg sysctls: only the namespace's own root may write them, checked at open() and write().
+  std::optional<CreatorIdentity> writer;
+  if (as) writer.emplace(as->uid, as->gid, target_.where(), "namespace root");
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
   const std::string text = std::to_string(value) + "\n";
   const ssize_t written = write(fd, text.data(), text.size());
   const int writeErrno = errno;
   close(fd);
+  if (writer) writer->Restore();
   if (written < 0) throw ErrnoError::FromErrno(writeErrno, "write", doing);
   if (static_cast<size_t>(written) != text.size()) throw ErrnoError::Project("E_INTERNAL", doing + ": short write");
 }

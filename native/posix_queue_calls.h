@@ -7,9 +7,11 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "kernel_sysctls.h"
 #include "namespace_target.h"
 
 // What the mqueue filesystem and mq_getattr tell of one queue.
@@ -80,7 +82,8 @@ class PosixQueueCalls {
   // True for queues_max, msg_max, msgsize_max, msg_default, msgsize_default.
   static bool IsLimitName(const std::string& name);
   MqueueLimits ReadLimits() const;
-  void WriteLimit(const std::string& name, int64_t value) const;
+  // As `as` (the namespace's own root, effective ids on this thread only) when given.
+  void WriteLimit(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as = std::nullopt) const;
 
  private:
   // A detached mount of the session's namespace's mqueue filesystem, made on the session thread for one

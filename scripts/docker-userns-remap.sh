@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A second Docker engine with --userns-remap=default, beside (never instead of) the shared one: its own
-# data root, exec root, socket and managed containerd (own containerd namespaces), no bridge or iptables.
+# data root, exec root, socket and managed containerd (own containerd namespaces), no iptables rules.
 # Usage: scripts/docker-userns-remap.sh start DIR | stop DIR
 # `start` makes the dockremap user and its subordinate ids (dockremap:300000:65536) when they are missing,
 # starts dockerd with DIR as its home and prints the socket (unix://DIR/docker.sock) once it answers.
@@ -24,8 +24,10 @@ start() {
   mkdir -p "$dir"
   # The remapped root must be able to walk into the data root.
   chmod o+x "$dir"
+  # Not --bridge=none: a dockerd started so deletes docker0, the shared engine's bridge, and its builds then fail.
+  # Its containers run with --network=none, so sharing docker0 allocates nothing on it.
   setsid dockerd --data-root "$dir/data" --exec-root "$dir/exec" --host "$socket" --pidfile "$dir/dockerd.pid" \
-    --userns-remap=default --bridge=none --iptables=false --ip-masq=false \
+    --userns-remap=default --iptables=false --ip-masq=false \
     --containerd-namespace=ipc-ckpt-userns --containerd-plugins-namespace=ipc-ckpt-userns-plugins \
     >"$dir/dockerd.log" 2>&1 </dev/null &
   echo $! >"$dir/dockerd.started"

@@ -5,6 +5,7 @@ import { loadNative, NativeNamespace } from '../../lib/native';
 import { packPosixMessages } from '../../lib/image/posix-queues';
 import { TestNamespace, ownNamespace } from '../support/namespace';
 import { mqTool, patternHex, receiveAll } from '../support/mq-tool';
+import { UserNamespacedIpc } from '../support/user-namespace';
 
 let target: TestNamespace;
 let session: NativeNamespace;
@@ -66,6 +67,24 @@ test('create, send and remove: exact mode and owner, EEXIST for a taken name, th
   expect(execFileSync('nsenter', [`--ipc=${target.path}`, 'cat', '/proc/sys/fs/mqueue/msg_max'], { encoding: 'utf8' }).trim()).toBe('30');
   await session.removePosixQueue('made');
   expect(await session.listPosixQueues()).toEqual([]);
+});
+
+test('writeMqueueLimit of a user-namespaced namespace: EACCES as host root, written as its own root, the thread back to root after', async () => {
+  const container = await UserNamespacedIpc.create('0 100000 65536');
+  const userSession = await loadNative().openNamespace(container.path);
+  try {
+    await expect(userSession.writeMqueueLimit('msgsize_max', 16384)).rejects.toMatchObject({ code: 'EACCES', syscall: 'open' });
+    await userSession.writeMqueueLimit('msgsize_max', 16384, { uid: 100000, gid: 100000 });
+    expect((await userSession.readMqueueLimits()).msgsize_max).toBe(16384);
+    // Root's ids again: a queue owned by the container's uid 1000 is created (as host uid 101000), and a write without `as` is refused again.
+    await userSession.createPosixQueue({ name: 'app', mode: 0o600, uid: 101000, gid: 101000, maxmsg: 2, msgsize: 12000 });
+    expect(await userSession.listPosixQueues()).toMatchObject([{ name: 'app', uid: 101000, gid: 101000, msgsize: 12000 }]);
+    await expect(userSession.writeMqueueLimit('msgsize_max', 8192)).rejects.toMatchObject({ code: 'EACCES' });
+    await expect(userSession.writeMqueueLimit('msgsize_max', 8192, { uid: -1, gid: 0 })).rejects.toMatchObject({ code: 'E_INTERNAL' });
+  } finally {
+    await userSession.close();
+    await container.destroy();
+  }
 });
 
 test('malformed calls are refused before any system call', async () => {
