@@ -32,6 +32,7 @@ WORKDIR /opt/ipc-ckpt
 COPY --from=build /opt/ipc-ckpt/package.json ./package.json
 COPY --from=build /opt/ipc-ckpt/node_modules ./node_modules
 COPY --from=build /opt/ipc-ckpt/build/Release/ipc_ckpt.node ./build/Release/ipc_ckpt.node
+COPY --from=build /opt/ipc-ckpt/build/Release/ipc-ckpt-guardian ./build/Release/ipc-ckpt-guardian
 COPY --from=build /opt/ipc-ckpt/dist/lib ./dist/lib
 COPY --from=build /opt/ipc-ckpt/bin ./bin
 ENTRYPOINT ["node", "/opt/ipc-ckpt/bin/ipc-ckpt.js"]

@@ -7,6 +7,12 @@
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc!": ["-fno-exceptions"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "ipc-ckpt-guardian",
+      "type": "executable",
+      "sources": ["<!@(node -p \"require('./native/guardian-sources.json').join(' ')\")"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"]
     }
   ]
 }

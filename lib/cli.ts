@@ -1,5 +1,6 @@
 // The ipc-ckpt command line. Exit codes: 0 success, 1 failure, 2 usage error. Images go to
 // stdout only when asked (-o -); progress, summaries and errors go to stderr.
+import { constants as osConstants } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import type { SingleBar } from 'cli-progress';
 import { IpcCkptError } from './errors';
@@ -30,6 +31,40 @@ interface TargetFlags {
 function targetOf(flags: TargetFlags): Target {
   if (flags.pid !== undefined && !/^\d+$/.test(flags.pid)) throw new IpcCkptError('E_USAGE', `-t/--pid takes a process id, not '${flags.pid}'`);
   return { ns: flags.ns, pid: flags.pid === undefined ? undefined : Number(flags.pid) };
+}
+
+interface LockFlags {
+  /** A number of seconds, or false for --no-wait. */
+  wait?: string | false;
+}
+
+/** The signals that end a run in order (rolled back, exit 128 + the signal's number). */
+const ENDING_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+type EndingSignal = (typeof ENDING_SIGNALS)[number];
+
+/** Aborted by the first SIGINT/SIGTERM/SIGHUP of this process; the run rolls back and ends. */
+const interruption = { controller: new AbortController(), received: undefined as EndingSignal | undefined };
+
+/** What save/restore/verify need of the command line to wait for the namespace lock and stop on a signal. */
+function runControl(flags: LockFlags) {
+  let waitSeconds = Infinity;
+  if (flags.wait === false) waitSeconds = 0;
+  else if (flags.wait !== undefined) {
+    if (!/^\d+(\.\d+)?$/.test(flags.wait)) throw new IpcCkptError('E_USAGE', `--wait takes a number of seconds, not '${flags.wait}'`);
+    waitSeconds = Number(flags.wait);
+  }
+  return {
+    waitSeconds,
+    onLockWait: (text: string) => process.stderr.write(`ipc-ckpt: ${text}\n`),
+    signal: interruption.controller.signal,
+  };
+}
+
+function addLockOptions(command: Command): Command {
+  return command
+    .option('--wait <seconds>', "wait at most this long for another ipc-ckpt run on the same namespace (default: as long as it takes)")
+    .option('--no-wait', 'fail at once when another ipc-ckpt run holds the namespace (E_LOCKED)')
+    .addHelpText('after', 'SIGINT, SIGTERM and SIGHUP end the run rolled back (exit 130, 143, 129); after a SIGKILL the rollback guardian does it.');
 }
 
 function addTargetOptions(command: Command): Command {
@@ -120,17 +155,19 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) });
 
+  addLockOptions(
   addTargetOptions(
     addSelectionOptions(program
       .command('save')
       .description('save every message queue of an IPC namespace into an image (SysV: non-destructive, MSG_COPY; POSIX: each message taken and put back, with --freeze or --quiescent)')
-      .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal)", '-')
+      .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal); an existing device, FIFO or /dev/stdout is written to, never replaced", '-')
       .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
       .option('--quiescent', 'assert that nothing sends or receives on the POSIX queues during the save (instead of --freeze): their messages are taken and put back')
       .option('--strict-v16', 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, write host ids without the id-mapping record, and refuse POSIX queues')
       .option('-q, --quiet', 'no progress bar and no summary line')
       .option('--json', 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)'), 'save'),
-  ).action(async (flags: TargetFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
+  ),
+  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
     if (flags.output === '-' && process.stdout.isTTY) {
       throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
     }
@@ -138,7 +175,7 @@ export function buildProgram(): Command {
     if (flags.json) jsonStream = flags.output === '-' ? process.stderr : process.stdout;
     const bar = progressBar('save', (flags.quiet || flags.json) ?? false);
     try {
-      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, strictV16: flags.strictV16, onProgress: bar.onProgress });
+      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
       bar.stop();
       if (jsonStream) writeJson(jsonStream, summary);
       else if (!flags.quiet) {
@@ -152,6 +189,7 @@ export function buildProgram(): Command {
     }
   });
 
+  addLockOptions(
   addTargetOptions(
     addSelectionOptions(program
       .command('restore')
@@ -162,13 +200,14 @@ export function buildProgram(): Command {
       .option('--strict-v16', 'refuse images that use the widened message record or the id-mapping record')
       .option('-q, --quiet', 'no progress bar and no summary line')
       .option('--json', 'the summary (with the plan) as one JSON document on stdout'), 'restore'),
-  ).action(async (flags: TargetFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
+  ),
+  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
     if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
     const { restore } = await import('./restore');
     if (flags.json) jsonStream = process.stdout;
     const bar = progressBar('restore', (flags.quiet || flags.json) ?? false);
     try {
-      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, onProgress: bar.onProgress });
+      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, onProgress: bar.onProgress, ...runControl(flags) });
       bar.stop();
       if (jsonStream) writeJson(jsonStream, summary);
       else if (flags.dryRun) printPlan(summary);
@@ -193,7 +232,7 @@ export function buildProgram(): Command {
       if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
       if (flags.json) jsonStream = process.stdout;
       const [{ openImageSource }, { formatInspectJson, formatInspectTable, inspect }] = await Promise.all([import('./image-input'), import('./inspect')]);
-      const source = await openImageSource(file);
+      const source = await openImageSource(file, { signal: interruption.controller.signal });
       try {
         const report = await inspect(source.read(), { messages: flags.messages });
         process.stdout.write(flags.json ? formatInspectJson(report) : formatInspectTable(report, { messages: flags.messages }));
@@ -202,18 +241,21 @@ export function buildProgram(): Command {
       }
     });
 
+  addLockOptions(
   addTargetOptions(
     addSelectionOptions(program
       .command('verify')
       .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
       .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
       .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni or the POSIX limits (after restore --keep-limits)')
+      .option('--ignore-other-queues', "compare only the image's queues: the namespace's other queues are not differences")
       .option('--quiescent', 'assert that nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back')
       .option('--json', 'the result as one JSON document on stdout (exit 1 still means different)'), 'compare'),
-  ).action(async (flags: TargetFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; quiescent?: boolean; json?: boolean }) => {
+  ),
+  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; ignoreOtherQueues?: boolean; quiescent?: boolean; json?: boolean }) => {
     if (flags.json) jsonStream = process.stdout;
     const { verify } = await import('./verify');
-    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly });
+    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, ignoreOtherQueues: flags.ignoreOtherQueues, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, ...runControl(flags) });
     if (!result.equal) process.exitCode = EXIT_FAILURE;
     if (jsonStream) {
       writeJson(jsonStream, result);
@@ -255,10 +297,22 @@ export async function main(argv: string[]): Promise<number> {
   });
   const program = buildProgram();
   jsonStream = undefined;
+  // A signal does not kill the run: it aborts it, and the run rolls back and ends in order.
+  const onSignal = (name: EndingSignal) => {
+    if (interruption.received) return;
+    interruption.received = name;
+    interruption.controller.abort(new IpcCkptError('E_INTERRUPTED', `interrupted by ${name}; everything this run changed was put back and its temporary files removed`));
+  };
+  for (const name of ENDING_SIGNALS) process.on(name, onSignal);
   try {
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
   } catch (error) {
+    if (error instanceof IpcCkptError && error.code === 'E_INTERRUPTED' && interruption.received) {
+      if (jsonStream) writeJson(jsonStream, errorDocument(error));
+      if (jsonStream !== process.stderr) process.stderr.write(`ipc-ckpt: ${error.message}\n`);
+      return 128 + osConstants.signals[interruption.received];
+    }
     if (error instanceof CommanderError) {
       // --help and --version end through here too, with exit code 0.
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;

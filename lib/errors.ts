@@ -15,6 +15,9 @@ export type IpcCkptCode =
   | 'E_VERIFY' // the namespace differs from the image
   | 'E_FREEZE' // the cgroup freezer could not be used
   | 'E_OUTPUT'
+  | 'E_LOCKED' // another run holds the namespace's lock (--no-wait, or --wait ran out)
+  | 'E_GUARDIAN' // the rollback guardian could not start or died: the run rolled back by itself
+  | 'E_INTERRUPTED' // a signal (or the caller's AbortSignal) ended the run; it rolled back
   | 'E_ADDON' // no addon fits this machine and none was built
   | 'E_INTERNAL';
 
@@ -64,4 +67,11 @@ export async function nativeCall<T>(doing: string, call: () => Promise<T>): Prom
   } catch (error) {
     throw fromNative(error, doing);
   }
+}
+
+/** Ends a run that its AbortSignal aborted (the CLI's SIGINT/SIGTERM/SIGHUP): call between batches. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (!signal?.aborted) return;
+  if (signal.reason instanceof IpcCkptError) throw signal.reason;
+  throw new IpcCkptError('E_INTERRUPTED', 'the run was aborted', { cause: signal.reason });
 }

@@ -1,11 +1,12 @@
 // Where save writes an image: a file (atomic: temporary file, fsync, rename) or a stream (stdout).
 // Both can take back what was written since a mark, so a queue that changed while it was copied is re-copied.
-import { promises as fs } from 'node:fs';
+import { createWriteStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { ImageDigest } from './image/encoder';
-import { IpcCkptError } from './errors';
+import { IpcCkptError, throwIfAborted } from './errors';
+import type { RollbackGuardian } from './rollback-guardian';
 
 /** Write in large buffered chunks: one system call per this many bytes. */
 const WRITE_CHUNK_BYTES = 4 << 20;
@@ -123,20 +124,81 @@ async function removeStaleTemporaries(directory: string, name: string): Promise<
   }
 }
 
+/**
+ * How `-o PATH` is written: atomically to `path` (a new path or a regular file), as a stream into an
+ * existing special file, or into one of our own descriptors (/dev/stdout: a socket cannot be opened anew).
+ */
+export type OutputPlan = { kind: 'atomic'; path: string } | { kind: 'special'; path: string } | { kind: 'descriptor'; path: string; fd: number };
+
+/** Where resolving filePath goes through a /proc/PID/fd link (/dev/stdout, /dev/fd/N): an open file, not a place; fd when it is one of ours. */
+async function throughOpenFile(filePath: string): Promise<{ fd?: number } | undefined> {
+  let current = path.resolve(filePath);
+  for (let hop = 0; hop < 40; hop++) {
+    const open = /^\/proc\/(self|thread-self|\d+)\/fd\/(\d+)$/.exec(current);
+    if (open) return { fd: open[1] === 'self' || open[1] === String(process.pid) ? Number(open[2]) : undefined };
+    const link = await fs.readlink(current).catch(() => undefined);
+    if (link === undefined) return undefined;
+    current = path.resolve(path.dirname(current), link);
+  }
+  return undefined;
+}
+
+/** Decides how to write filePath before any work: '' and directories are usage errors. */
+export async function planOutputPath(filePath: string): Promise<OutputPlan> {
+  if (filePath === '') throw new IpcCkptError('E_USAGE', "-o takes a file path ('-' for stdout), not an empty string");
+  const stat = await fs.stat(filePath).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw new IpcCkptError(error.code ?? 'E_OUTPUT', `cannot use ${filePath} as the output: ${error.message}`, { errno: error.errno, syscall: error.syscall, cause: error });
+  });
+  if (stat?.isDirectory()) throw new IpcCkptError('E_USAGE', `-o ${filePath} is a directory: give a file path in it`);
+  const openFile = stat ? await throughOpenFile(filePath) : undefined;
+  if (openFile?.fd !== undefined) return { kind: 'descriptor', path: filePath, fd: openFile.fd };
+  if (stat && (!stat.isFile() || openFile)) return { kind: 'special', path: filePath };
+  // A symlink to a regular file: replace the file it points to, not the link.
+  return { kind: 'atomic', path: stat ? await fs.realpath(filePath) : filePath };
+}
+
+export interface OutputOptions {
+  /** Told of the temporary file before it is made: it removes it if we are killed. */
+  guardian?: RollbackGuardian;
+  signal?: AbortSignal;
+}
+
+/** The output for an OutputPlan: a temporary renamed into place, or a stream into the special file (never replaced). */
+export async function openOutputPath(plan: OutputPlan, options: OutputOptions = {}): Promise<ImageOutput> {
+  if (plan.kind === 'atomic') return FileImageOutput.create(plan.path, options.guardian);
+  if (plan.kind === 'descriptor') {
+    const stream = plan.fd === 1 ? process.stdout : createWriteStream('', { fd: plan.fd, autoClose: false });
+    return new StreamImageOutput(stream, { signal: options.signal, label: plan.path });
+  }
+  // Append, never truncate: /dev/stdout opened anew must not cut what the shell redirected before us.
+  const stream = createWriteStream(plan.path, { flags: 'a' });
+  await new Promise<void>((resolve, reject) => {
+    stream.once('open', () => resolve());
+    stream.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new IpcCkptError(error.code ?? 'E_OUTPUT', `cannot open ${plan.path} for writing: ${error.message}`, { errno: error.errno, syscall: error.syscall, cause: error })),
+    );
+  });
+  return new StreamImageOutput(stream, { ownsStream: true, signal: options.signal, label: plan.path });
+}
+
 /** A file written as a temporary beside it, fsync'ed and renamed over the path on commit. */
 export class FileImageOutput extends ImageOutput {
   private constructor(
     private readonly finalPath: string,
     private readonly temporaryPath: string,
     private readonly handle: fs.FileHandle,
+    private readonly guardian: RollbackGuardian | undefined,
   ) {
     super();
   }
 
-  static async create(finalPath: string): Promise<FileImageOutput> {
+  static async create(finalPath: string, guardian?: RollbackGuardian): Promise<FileImageOutput> {
     const directory = path.dirname(path.resolve(finalPath));
     await removeStaleTemporaries(directory, path.basename(finalPath));
     const temporaryPath = path.join(directory, `.${path.basename(finalPath)}.ipc-ckpt-${process.pid}-${randomBytes(4).toString('hex')}.tmp`);
+    // Registered before it exists: a kill right after the open must not leave it.
+    await guardian?.registerTemporaryFile(temporaryPath);
     let handle: fs.FileHandle;
     try {
       handle = await fs.open(temporaryPath, 'wx', 0o600);
@@ -144,7 +206,7 @@ export class FileImageOutput extends ImageOutput {
       const e = error as NodeJS.ErrnoException;
       throw new IpcCkptError(e.code ?? 'E_OUTPUT', `cannot create the image beside ${finalPath}: ${e.message}`, { errno: e.errno, syscall: e.syscall, cause: error });
     }
-    return new FileImageOutput(finalPath, temporaryPath, handle);
+    return new FileImageOutput(finalPath, temporaryPath, handle, guardian);
   }
 
   protected flushThreshold(): number {
@@ -195,6 +257,7 @@ export class FileImageOutput extends ImageOutput {
       await this.discard();
       throw this.writeError(error);
     }
+    await this.guardian?.forgetTemporaryFile(this.temporaryPath);
     // The rename is durable only once the directory is synced.
     const directory = await fs.open(path.dirname(path.resolve(this.finalPath)), 'r');
     try {
@@ -208,14 +271,27 @@ export class FileImageOutput extends ImageOutput {
     await this.drain().catch(() => undefined);
     await this.handle.close().catch(() => undefined);
     await fs.unlink(this.temporaryPath).catch(() => undefined);
+    await this.guardian?.forgetTemporaryFile(this.temporaryPath);
   }
+}
+
+export interface StreamOutputOptions {
+  /** The output opened the stream (a special file): commit ends it, discard destroys it. */
+  ownsStream?: boolean;
+  /** A wait for the reader (drain) ends with the signal's reason. */
+  signal?: AbortSignal;
+  /** How messages name the stream. */
+  label?: string;
 }
 
 /** A stream such as stdout: holds back up to STREAM_HOLD_BYTES so a torn queue can be re-copied. */
 export class StreamImageOutput extends ImageOutput {
   private failed: Error | undefined;
 
-  constructor(private readonly stream: Writable) {
+  constructor(
+    private readonly stream: Writable,
+    private readonly options: StreamOutputOptions = {},
+  ) {
     super();
     stream.on('error', (error) => {
       this.failed = error;
@@ -234,13 +310,20 @@ export class StreamImageOutput extends ImageOutput {
     for (const chunk of chunks) {
       if (this.failed) throw this.streamError(this.failed);
       if (!this.stream.write(chunk)) {
+        const { signal } = this.options;
+        throwIfAborted(signal);
         await new Promise<void>((resolve, reject) => {
-          const onError = (error: Error) => reject(this.streamError(error));
-          this.stream.once('drain', () => {
-            this.stream.off('error', onError);
-            resolve();
-          });
+          const onError = (error: Error) => done(() => reject(this.streamError(error)));
+          const onAbort = () => done(() => reject(signal?.reason));
+          const onDrain = () => done(resolve);
+          const done = (then: () => void) => {
+            this.stream.off('error', onError).off('drain', onDrain);
+            signal?.removeEventListener('abort', onAbort);
+            then();
+          };
+          this.stream.once('drain', onDrain);
           this.stream.once('error', onError);
+          signal?.addEventListener('abort', onAbort, { once: true });
         });
       }
     }
@@ -248,7 +331,7 @@ export class StreamImageOutput extends ImageOutput {
 
   private streamError(error: Error): IpcCkptError {
     const e = error as NodeJS.ErrnoException;
-    return new IpcCkptError(e.code ?? 'E_OUTPUT', `writing the image to the output stream: ${e.message}`, { cause: error });
+    return new IpcCkptError(e.code ?? 'E_OUTPUT', `writing the image to ${this.options.label ?? 'the output stream'}: ${e.message}`, { cause: error });
   }
 
   protected async unflush(): Promise<void> {
@@ -257,10 +340,16 @@ export class StreamImageOutput extends ImageOutput {
 
   async commit(): Promise<void> {
     await this.flushHeld();
+    if (!this.options.ownsStream) return;
+    await new Promise<void>((resolve, reject) => {
+      this.stream.once('error', (error) => reject(this.streamError(error)));
+      this.stream.end(() => resolve());
+    });
   }
 
   async discard(): Promise<void> {
     this.held = [];
     this.heldBytes = 0;
+    if (this.options.ownsStream) this.stream.destroy();
   }
 }

@@ -1,5 +1,6 @@
 // The native addon's surface, declared once: everything in lib/ talks to this interface.
 // The addon makes the system calls and knows nothing of the image format.
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { IpcCkptError } from './errors';
 import { PACKAGE_ROOT } from './package-info';
@@ -381,6 +382,11 @@ export interface NativeBinding {
    * is not an IPC namespace, or the errno name (e.g. 'ENOENT') when it cannot be opened.
    */
   openNamespace(nsPath: string): Promise<NativeNamespace>;
+  /**
+   * flock(fd, mode | LOCK_NB): true when held (or released), false when another open file holds a
+   * conflicting lock; never blocks. Throws the errno failure otherwise.
+   */
+  lockFile(fd: number, mode: 'shared' | 'exclusive' | 'unlock'): boolean;
 }
 
 /** Environment variable naming a custom-built addon file, e.g. the cmake-js build. */
@@ -414,6 +420,20 @@ export function addonFile(packageRoot: string = PACKAGE_ROOT): string {
 /** dlopen's reason without require's stack of modules. */
 function firstLine(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split('\n')[0];
+}
+
+/** The rollback guardian program's name (native/rollback_guardian.cc). */
+const GUARDIAN_PROGRAM = 'ipc-ckpt-guardian';
+
+/**
+ * The rollback guardian program: beside the addon (both builds put it there), else beside the
+ * prebuild of this platform and arch (build:prebuild copies it there).
+ */
+export function guardianFile(packageRoot: string = PACKAGE_ROOT): string {
+  const besideAddon = path.join(path.dirname(addonFile(packageRoot)), GUARDIAN_PROGRAM);
+  if (existsSync(besideAddon)) return besideAddon;
+  const besidePrebuild = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, GUARDIAN_PROGRAM);
+  return existsSync(besidePrebuild) ? besidePrebuild : besideAddon;
 }
 
 /** Loads the addon once (see addonFile). */

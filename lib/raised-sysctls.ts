@@ -12,7 +12,11 @@ export class RaisedSysctls {
   constructor(
     private readonly ns: NativeNamespace,
     private readonly target: ResolvedTarget,
-  ) {}
+    /** The run's guardian (it may guard other things too); one of our own is made when absent. */
+    guardian?: RollbackGuardian,
+  ) {
+    this.guardianProcess = guardian;
+  }
 
   /** Started on first use: most saves change nothing and need no guardian (nor its module, loaded here). */
   get guardian(): RollbackGuardian {

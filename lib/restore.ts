@@ -2,7 +2,7 @@
 // target namespace -> verification. All-or-nothing: a failure removes what this restore created
 // and puts every sysctl back (a guardian process does it if this process is killed).
 import type { Readable } from 'node:stream';
-import { IpcCkptError } from './errors';
+import { IpcCkptError, throwIfAborted } from './errors';
 import { decodeImage, verifyImage } from './image/decoder';
 import { INT32_MAX, IPCMNI } from './image/layout';
 import type { ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from './image/model';
@@ -10,11 +10,14 @@ import { describeUnmapped, imageIdsToHost, namespaceIdsOf, NamespaceIds } from '
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
 import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, packNewQueues, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, unpackQueueStat } from './native';
+import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
+import { RollbackGuardian } from './rollback-guardian';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 import { planPosixRestore, PosixImageSummary, PosixQueueRestorer, PosixRestorePlan, queueSelection } from './posix-queues';
 
-export interface RestoreOptions {
+/** signal ends the restore between batches (E_INTERRUPTED, rolled back); waitSeconds/onLockWait: the namespace lock. */
+export interface RestoreOptions extends LockOptions {
   /** Print the plan, change nothing. */
   dryRun?: boolean;
   /** Leave the target's own msgmax/msgmnb/msgmni instead of the image's. */
@@ -280,16 +283,19 @@ class RestoreRun {
     private readonly ns: NativeNamespace,
     private readonly target: ResolvedTarget,
     private readonly options: RestoreOptions,
+    private readonly guardian: RollbackGuardian,
   ) {
-    this.sysctls = new RaisedSysctls(ns, target);
+    this.sysctls = new RaisedSysctls(ns, target, guardian);
   }
 
   get posixMessages(): number {
     return this.posix?.messages ?? 0;
   }
 
-  private get guardian() {
-    return this.sysctls.guardian;
+  /** Between batches: a signal or the guardian's death ends the restore here (and it rolls back). */
+  private checkpoint(): void {
+    throwIfAborted(this.options.signal);
+    this.guardian.throwIfDead();
   }
 
   private setSysctl(change: SysctlChange): Promise<void> {
@@ -298,6 +304,8 @@ class RestoreRun {
 
   async apply(plan: RestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
     this.plan = plan;
+    // createQueues writes msg_next_id before each msgget: if we die between the two, the guardian unsets it.
+    if (image.queues.length > 0) await this.guardian.registerNextIdReset();
     for (const change of plan.during) await this.setSysctl(change);
     this.report(image, 0);
     const sysv = queueSelection(this.options) !== 'posix';
@@ -342,7 +350,12 @@ class RestoreRun {
       requests.push(batch.map((queue, i) => newQueueRequest(queue, this.hostIds(start + i))));
       start += size;
     }
-    const register = (batch: ImageQueue[] | undefined) => (batch ? this.guardian.registerQueues(batch.map((q) => ({ id: q.record.id, key: q.record.key }))) : undefined);
+    const register = (batch: ImageQueue[] | undefined) => {
+      const registration = batch ? this.guardian.registerQueues(batch.map((q) => ({ id: q.record.id, key: q.record.key }))) : undefined;
+      // Awaited later: a guardian that dies meanwhile must fail the run there, not crash it as an unhandled rejection.
+      registration?.catch(() => undefined);
+      return registration;
+    };
     let registered = register(batches[0]);
     for (let b = 0; b < batches.length; b++) {
       const batch = batches[b];
@@ -372,7 +385,12 @@ class RestoreRun {
         await this.guardian.forgetQueues((batches[b + 1] ?? []).map((q) => q.record.id));
         throw new IpcCkptError('E_INTERNAL', `injected fault after ${faultAt} queue(s) (IPC_CKPT_TEST_FAULT)`);
       }
-      // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+      if (this.options.signal?.aborted || this.guardian.dead) {
+        // The next batch is registered but will not be made: the guardian forgets it before we stop.
+        await next?.catch(() => undefined);
+        await this.guardian.forgetQueues((batches[b + 1] ?? []).map((q) => q.record.id));
+      }
+      this.checkpoint();
     }
   }
 
@@ -389,7 +407,7 @@ class RestoreRun {
     if (image.messages) {
       for (const batch of image.messages) {
         await this.sendBatch(image, batch);
-        // issue 12: options.signal?.throwIfAborted() fits here, between batches.
+        this.checkpoint();
       }
       return;
     }
@@ -411,6 +429,7 @@ class RestoreRun {
     };
     try {
       for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
+        this.checkpoint();
         if (event.kind === 'queue') {
           const queue = image.queues[++index];
           if (!queue || queue.record.id !== event.queue.id) throw corruptBetweenPasses(source);
@@ -503,7 +522,20 @@ class RestoreRun {
 export async function restore(target: Target | undefined, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions = {}): Promise<RestoreSummary> {
   const started = process.hrtime.bigint();
   const resolved = resolveTarget(target);
-  const source = await openImageSource(input);
+  throwIfAborted(options.signal);
+  // Held from before the plan to the end: two restores into one target cannot plan the same free slots.
+  const lock = await NamespaceLock.acquire(resolved, options.dryRun ? 'shared' : 'exclusive', options);
+  const guardian = new RollbackGuardian(resolved, { lockFd: lock.fd });
+  try {
+    return await restoreLocked(resolved, input, options, guardian, started);
+  } finally {
+    await guardian.finish();
+    lock.release();
+  }
+}
+
+async function restoreLocked(resolved: ResolvedTarget, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions, guardian: RollbackGuardian, started: bigint): Promise<RestoreSummary> {
+  const source = await openImageSource(input, { guardian, signal: options.signal });
   try {
     const image = await summarizeImage(source, options.strictV16);
     const ns = await openNamespace(resolved);
@@ -524,18 +556,16 @@ export async function restore(target: Target | undefined, input: string | Readab
       }
       const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS, posixQueues: 0, posixMessages: 0 };
       if (!options.dryRun) {
-        const run = new RestoreRun(ns, resolved, options);
+        const run = new RestoreRun(ns, resolved, options, guardian);
         try {
           await run.apply(plan, image, source);
         } catch (error) {
           const problems = await run.rollback();
-          await run.sysctls.finish();
           if (problems.length > 0 && error instanceof Error) {
             error.message += `\nrolling back also failed:\n  ${problems.join('\n  ')}`;
           }
           throw error;
         }
-        await run.sysctls.finish();
         summary.queues = image.queues.length;
         summary.messages = run.messages;
         summary.messageBytes = run.messageBytes;

@@ -2,20 +2,23 @@
 // encoder -> output. A queue that changes while it is copied is detected and copied again.
 import * as os from 'node:os';
 import type { Writable } from 'node:stream';
-import { IpcCkptError } from './errors';
+import { IpcCkptError, throwIfAborted } from './errors';
 import { ImageEncoder } from './image/encoder';
 import { ARCH_X86_64 } from './image/layout';
 import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
-import { FileImageOutput, ImageOutput, StreamImageOutput } from './image-output';
+import { ImageOutput, openOutputPath, planOutputPath, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
 import { describeUnmapped, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
 import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
+import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
+import { RollbackGuardian } from './rollback-guardian';
 import { resolveTarget, ResolvedTarget, Target } from './target';
 import { PosixQueueSaver, queueSelection } from './posix-queues';
 
-export interface SaveOptions {
+/** signal ends the save between batches (E_INTERRUPTED: nothing written, limits put back); waitSeconds/onLockWait: the namespace lock. */
+export interface SaveOptions extends LockOptions {
   /** Freeze the target pid's cgroup for the duration of the save (always thawed). */
   freeze?: boolean;
   /** Refuse what v16 cannot hold (message types beyond s32) instead of widening the record. */
@@ -214,12 +217,20 @@ class SaveRun {
     private readonly target: ResolvedTarget,
     private readonly output: ImageOutput,
     private readonly options: SaveOptions,
+    private readonly lock: NamespaceLock,
+    private readonly guardian: RollbackGuardian,
   ) {
     this.encoder = new ImageEncoder({ strictV16: options.strictV16 });
-    this.raised = new RaisedSysctls(ns, target);
+    this.raised = new RaisedSysctls(ns, target, guardian);
     const selection = queueSelection(options);
     this.sysv = selection !== 'posix';
     this.posix = selection === 'sysv' ? undefined : new PosixQueueSaver(ns, target.label, { strictV16: options.strictV16, frozen: options.freeze === true, quiescent: options.quiescent });
+  }
+
+  /** Between batches: a signal or the guardian's death ends the save here. */
+  private checkpoint(): void {
+    throwIfAborted(this.options.signal);
+    this.guardian.throwIfDead();
   }
 
   async saveNamespace(): Promise<void> {
@@ -250,6 +261,7 @@ class SaveRun {
         await this.output.rollback(start);
         continue;
       }
+      this.checkpoint();
       this.summary.queues = queueCount;
       await this.posix?.save((part) => this.output.write(part));
       this.summary.posixQueues = this.posix?.summary.queues ?? 0;
@@ -291,10 +303,16 @@ class SaveRun {
         next = end;
       }
     }
-    const copyRange = (r: number) => (r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1]) : undefined);
+    const copyRange = (r: number) => {
+      const copy = r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1]) : undefined;
+      // Awaited later: a failure meanwhile must fail the save there, not crash it as an unhandled rejection.
+      copy?.catch(() => undefined);
+      return copy;
+    };
     let prefetched = copyRange(0);
     try {
       for (let r = 0; r < ranges.length; r++) {
+        this.checkpoint();
         const [from, to, batched] = ranges[r];
         const copied = prefetched;
         prefetched = undefined;
@@ -306,7 +324,6 @@ class SaveRun {
         const result = await copied!;
         prefetched = copyRange(r + 1);
         await this.saveBatch(queues, from, to, result);
-        // issue 12: options.signal?.throwIfAborted() fits here, between batches.
       }
     } finally {
       await prefetched?.catch(() => undefined);
@@ -422,10 +439,16 @@ class SaveRun {
     let last: Buffer | undefined;
     // Each batch after the first starts by copying the previous batch's last message again:
     // if it moved, messages before it were received meanwhile.
-    const copyFrom = (first: number) => this.copyBatch(stat, first, Math.min(BATCH_MESSAGES, stat.qnum - first));
+    const copyFrom = (first: number) => {
+      const copy = this.copyBatch(stat, first, Math.min(BATCH_MESSAGES, stat.qnum - first));
+      // Awaited later: a failure while this batch is written must surface there, not as an unhandled rejection.
+      copy.catch(() => undefined);
+      return copy;
+    };
     let next = stat.qnum > 0 ? copyFrom(0) : undefined;
     try {
       while (copied < stat.qnum && next) {
+        this.checkpoint();
         const batch = await next;
         next = undefined;
         if (!sameStat(batch.statBefore, stat) || !sameStat(batch.statAfter, stat)) throw new QueueChanged('its stat changed');
@@ -485,6 +508,12 @@ class SaveRun {
 
   private async raiseMsgmax(value: number): Promise<void> {
     this.originalMsgmax ??= this.currentMsgmax;
+    // Changing a limit takes the lock exclusively; others may have changed msgmax while we waited.
+    if (this.lock.mode !== 'exclusive') {
+      await this.lock.upgrade(this.options);
+      this.currentMsgmax = (await this.ns.readSysctls()).msgmax;
+      if (this.currentMsgmax >= value) return;
+    }
     await this.raised.set('msgmax', value, this.currentMsgmax);
     this.currentMsgmax = value;
     this.summary.msgmaxRaised = true;
@@ -509,15 +538,37 @@ export async function save(target: Target | undefined, output: string | Writable
   if (options.freeze && resolved.pid === undefined) {
     throw new IpcCkptError('E_USAGE', '--freeze needs the target as a pid (-t PID or --ns /proc/PID/ns/ipc): it freezes that process\'s cgroup');
   }
+  const outputPlan = typeof output === 'string' && output !== '-' ? await planOutputPath(output) : undefined;
+  throwIfAborted(options.signal);
+  // Shared: saves that change no limit run side by side; one that raises msgmax upgrades it.
+  const lock = await NamespaceLock.acquire(resolved, 'shared', options);
+  const guardian = new RollbackGuardian(resolved, { lockFd: lock.fd });
+  try {
+    return await saveLocked(resolved, output, outputPlan, options, lock, guardian, started);
+  } finally {
+    await guardian.finish();
+    lock.release();
+  }
+}
+
+async function saveLocked(
+  resolved: ResolvedTarget,
+  output: string | Writable,
+  outputPlan: Awaited<ReturnType<typeof planOutputPath>> | undefined,
+  options: SaveOptions,
+  lock: NamespaceLock,
+  guardian: RollbackGuardian,
+  started: bigint,
+): Promise<SaveSummary> {
   const ns = await openNamespace(resolved);
   let imageOutput: ImageOutput | undefined;
   let run: SaveRun | undefined;
   let frozen: FrozenCgroup | undefined;
   let committed = false;
   try {
-    imageOutput = typeof output === 'string' && output !== '-' ? await FileImageOutput.create(output) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output);
-    run = new SaveRun(ns, resolved, imageOutput, options);
-    if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, run.raised.guardian);
+    imageOutput = outputPlan ? await openOutputPath(outputPlan, { guardian, signal: options.signal }) : new StreamImageOutput(typeof output === 'string' ? process.stdout : output, { signal: options.signal });
+    run = new SaveRun(ns, resolved, imageOutput, options, lock, guardian);
+    if (options.freeze && resolved.pid !== undefined) frozen = await FrozenCgroup.freeze(resolved.pid, guardian);
     await run.posix?.prepare();
     await run.saveNamespace();
     run.summary.imageBytes = imageOutput.position;
@@ -530,8 +581,9 @@ export async function save(target: Target | undefined, output: string | Writable
   } finally {
     try {
       if (frozen) await frozen.thaw();
-      await run?.finish();
+      // The temporary goes before the guardian is told "done": a kill between the two must not leave it.
       if (!committed) await imageOutput?.discard();
+      await run?.finish();
     } finally {
       await ns.close();
     }

@@ -9,13 +9,18 @@ import { openNamespace } from './namespace';
 import { NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QueueStat } from './native';
 import { NOT_RESTORABLE_FIELDS } from './restore';
 import { RaisedSysctls } from './raised-sysctls';
-import { IpcCkptError } from './errors';
-import { resolveTarget, Target } from './target';
+import { IpcCkptError, throwIfAborted } from './errors';
+import { LockOptions, NamespaceLock } from './namespace-lock';
+import { RollbackGuardian } from './rollback-guardian';
+import { resolveTarget, ResolvedTarget, Target } from './target';
 import { PosixQueueComparison, queueSelection } from './posix-queues';
 
-export interface VerifyOptions {
+/** signal ends the verify between batches (E_INTERRUPTED, msgmax put back); waitSeconds/onLockWait: the namespace lock. */
+export interface VerifyOptions extends LockOptions {
   /** Do not compare msgmax/msgmnb/msgmni (for a restore made with --keep-limits). */
   ignoreLimits?: boolean;
+  /** Compare only the image's queues: queues of the namespace that the image does not hold are not differences. */
+  ignoreOtherQueues?: boolean;
   strictV16?: boolean;
   /** The caller asserts nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back. */
   quiescent?: boolean;
@@ -119,10 +124,26 @@ class QueueComparison {
 
 export async function verify(target: Target | undefined, input: string | Readable | AsyncIterable<Buffer>, options: VerifyOptions = {}): Promise<VerifyResult> {
   const resolved = resolveTarget(target);
-  const source = await openImageSource(input);
-  const ns = await openNamespace(resolved);
+  throwIfAborted(options.signal);
+  // Shared: verify only reads, unless a message is larger than msgmax (then it upgrades, like save).
+  const lock = await NamespaceLock.acquire(resolved, 'shared', options);
+  const guardian = new RollbackGuardian(resolved, { lockFd: lock.fd });
+  try {
+    return await verifyLocked(resolved, input, options, lock, guardian);
+  } finally {
+    await guardian.finish();
+    lock.release();
+  }
+}
+
+async function verifyLocked(resolved: ResolvedTarget, input: string | Readable | AsyncIterable<Buffer>, options: VerifyOptions, lock: NamespaceLock, guardian: RollbackGuardian): Promise<VerifyResult> {
+  const source = await openImageSource(input, { guardian, signal: options.signal });
+  const ns = await openNamespace(resolved).catch(async (error: unknown) => {
+    await source.close();
+    throw error;
+  });
   const differences: string[] = [];
-  const raised = new RaisedSysctls(ns, resolved);
+  const raised = new RaisedSysctls(ns, resolved, guardian);
   const result: VerifyResult = { equal: false, differences, queues: 0, messages: 0, skippedFields: NOT_RESTORABLE_FIELDS, idView: '' };
   const selection = queueSelection(options);
   const posix = selection === 'sysv' ? undefined : new PosixQueueComparison(ns, resolved.label, differences, options, () => idMapping);
@@ -137,6 +158,11 @@ export async function verify(target: Target | undefined, input: string | Readabl
     // No live message is larger than its queue's cbytes: raise msgmax that far, once per size.
     const raiseMsgmaxFor = (stat: QueueStat) => async () => {
       if (stat.cbytes <= msgmax) return false;
+      if (lock.mode !== 'exclusive') {
+        await lock.upgrade(options);
+        msgmax = (await ns.readSysctls()).msgmax;
+        if (stat.cbytes <= msgmax) return true;
+      }
       await raised.set('msgmax', stat.cbytes, msgmax);
       msgmax = stat.cbytes;
       return true;
@@ -144,6 +170,8 @@ export async function verify(target: Target | undefined, input: string | Readabl
     let comparison: QueueComparison | undefined;
     for await (const event of decodeImage(source.read(), { strictV16: options.strictV16, reuseBatchBuffer: true })) {
       if (differences.length >= MAX_DIFFERENCES) break;
+      throwIfAborted(options.signal);
+      guardian.throwIfDead();
       if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') {
         await posix?.onEvent(event);
       } else if (event.kind === 'idMapping') {
@@ -188,13 +216,12 @@ export async function verify(target: Target | undefined, input: string | Readabl
       result.queues += posix.queues;
       result.messages += posix.messages;
     }
-    for (const extra of live.values()) {
+    for (const extra of options.ignoreOtherQueues ? [] : live.values()) {
       if (differences.length >= MAX_DIFFERENCES) break;
       differences.push(`queue ${extra.id} (key 0x${extra.key.toString(16)}) is in ${resolved.label} but not in the image`);
     }
   } finally {
     const problems = await raised.putBack();
-    await raised.finish();
     await ns.close();
     await source.close();
     if (problems.length > 0) differences.push(`putting the namespace's limits back failed: ${problems.join('; ')}`);

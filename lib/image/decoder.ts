@@ -339,7 +339,7 @@ class ImageDecoder {
     if (record.readUInt32LE(perms + IpcPermsLayout.PADDING) !== 0) throw corrupt(at, 'IPC_MSG perms padding is not zero');
     const seq = record.readBigUInt64LE(perms + IpcPermsLayout.SEQ);
     const id = record.readInt32LE(perms + IpcPermsLayout.ID);
-    if (seq >= BigInt(IPC_SEQ_MAX)) throw corrupt(at, `IPC_MSG id ${id}: seq ${seq} is not below ${IPC_SEQ_MAX}`);
+    if (seq > BigInt(IPC_SEQ_MAX)) throw corrupt(at, `IPC_MSG id ${id}: seq ${seq} is above ${IPC_SEQ_MAX}`);
     const queue: QueueRecord = {
       id,
       key: record.readUInt32LE(perms + IpcPermsLayout.KEY),

@@ -158,8 +158,13 @@ export const ID_MAPPING_MAX_EXTENTS = 340;
 export const IPCMNI = 32768;
 /** perms.seq = id >> IPCMNI_SHIFT under the default IPCMNI. */
 export const IPCMNI_SHIFT = 15;
-/** The kernel wraps seq before this value (ipcid_seq_max); v16 refused seq >= 65535. */
+/**
+ * The largest seq an id can carry (the kernel's ipcid_seq_max): allocation wraps before reaching it,
+ * but msg_next_id hands it out (id 65535 * 32768 + index, up to 2147483647). v16 refused seq >= 65535.
+ */
 export const IPC_SEQ_MAX = 65535;
+/** (uid_t)-1: the kernel reads it as "leave unchanged", so no queue is owned or created by it. */
+export const UNCHANGED_ID = 0xffffffff;
 export const INT32_MAX = 0x7fffffff;
 export const UINT32_MAX = 0xffffffff;
 export const MODE_BITS = 0o777;

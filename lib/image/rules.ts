@@ -11,6 +11,7 @@ import {
   MODE_BITS,
   S32_MIN,
   S64_MAX,
+  UNCHANGED_ID,
   U64_MAX,
   UINT32_MAX,
   UTS_FIELD_BYTES,
@@ -84,32 +85,38 @@ export function queueCountProblem(count: number): string | undefined {
 /** The rules one queue record meets on its own; order, uniqueness and message totals are checked across records. */
 export function queueProblem(queue: QueueRecord): string | undefined {
   // Plain comparisons first and phrases only for a failure: every queue of an image passes through here.
+  // Every field in the kernel's own range: what passes here the kernel can hold and a restore can set.
   const idOk = isIntegerIn(queue.id, 0, INT32_MAX);
   const fieldsOk =
     idOk &&
-    isIntegerIn(queue.key, 0, UINT32_MAX) && isIntegerIn(queue.uid, 0, UINT32_MAX) && isIntegerIn(queue.gid, 0, UINT32_MAX) &&
-    isIntegerIn(queue.cuid, 0, UINT32_MAX) && isIntegerIn(queue.cgid, 0, UINT32_MAX) && isIntegerIn(queue.mode, 0, MODE_BITS) &&
-    queue.seq === queue.id >>> IPCMNI_SHIFT && isIntegerIn(queue.seq, 0, IPC_SEQ_MAX - 1) &&
-    isBigIn(queue.stime, 0n, U64_MAX) && isBigIn(queue.rtime, 0n, U64_MAX) && isBigIn(queue.ctime, 0n, U64_MAX) && isBigIn(queue.qbytes, 0n, U64_MAX) &&
+    isIntegerIn(queue.key, 0, UINT32_MAX) && isIntegerIn(queue.uid, 0, UNCHANGED_ID - 1) && isIntegerIn(queue.gid, 0, UNCHANGED_ID - 1) &&
+    isIntegerIn(queue.cuid, 0, UNCHANGED_ID - 1) && isIntegerIn(queue.cgid, 0, UNCHANGED_ID - 1) && isIntegerIn(queue.mode, 0, MODE_BITS) &&
+    queue.seq === queue.id >>> IPCMNI_SHIFT && isIntegerIn(queue.seq, 0, IPC_SEQ_MAX) &&
+    isBigIn(queue.stime, 0n, S64_MAX) && isBigIn(queue.rtime, 0n, S64_MAX) && isBigIn(queue.ctime, 0n, S64_MAX) && isBigIn(queue.qbytes, 0n, U64_MAX) &&
     isBigIn(queue.qnum, 0n, MAX_QUEUE_COUNTER) && isBigIn(queue.cbytes, 0n, MAX_QUEUE_COUNTER) &&
     isIntegerIn(queue.lspid, 0, INT32_MAX) && isIntegerIn(queue.lrpid, 0, INT32_MAX);
   if (!fieldsOk) {
     const u32 = (name: string, value: number): [boolean, string] => [isIntegerIn(value, 0, UINT32_MAX), `${name} ${value} is not a u32`];
+    const owner = (name: string, value: number): [boolean, string] => [
+      isIntegerIn(value, 0, UNCHANGED_ID - 1),
+      value === UNCHANGED_ID ? `${name} ${value} is (uid_t)-1, which the kernel takes for "unchanged", never an owner` : `${name} ${value} is not a u32`,
+    ];
     const u64 = (name: string, value: bigint): [boolean, string] => [isBigIn(value, 0n, U64_MAX), `${name} ${value} is not a u64`];
+    const time = (name: string, value: bigint): [boolean, string] => [isBigIn(value, 0n, S64_MAX), `${name} ${value} is outside 0..${S64_MAX} (a kernel time64_t)`];
     const pid = (name: string, value: number): [boolean, string] => [isIntegerIn(value, 0, INT32_MAX), `${name} ${value} is outside 0..${INT32_MAX}`];
     return firstProblem([
       [idOk, `id ${queue.id} is outside 0..${INT32_MAX}`],
       u32('key', queue.key),
-      u32('uid', queue.uid),
-      u32('gid', queue.gid),
-      u32('cuid', queue.cuid),
-      u32('cgid', queue.cgid),
+      owner('uid', queue.uid),
+      owner('gid', queue.gid),
+      owner('cuid', queue.cuid),
+      owner('cgid', queue.cgid),
       [isIntegerIn(queue.mode, 0, MODE_BITS), `mode 0${Number(queue.mode).toString(8)} has bits outside 0777`],
       [idOk && queue.seq === queue.id >>> IPCMNI_SHIFT, `seq ${queue.seq} is not id >> ${IPCMNI_SHIFT} (${queue.id >>> IPCMNI_SHIFT})`],
-      [isIntegerIn(queue.seq, 0, IPC_SEQ_MAX - 1), `seq ${queue.seq} is not below ${IPC_SEQ_MAX}`],
-      u64('q_stime', queue.stime),
-      u64('q_rtime', queue.rtime),
-      u64('q_ctime', queue.ctime),
+      [isIntegerIn(queue.seq, 0, IPC_SEQ_MAX), `seq ${queue.seq} is above ${IPC_SEQ_MAX}`],
+      time('q_stime', queue.stime),
+      time('q_rtime', queue.rtime),
+      time('q_ctime', queue.ctime),
       u64('q_qbytes', queue.qbytes),
       [isBigIn(queue.qnum, 0n, MAX_QUEUE_COUNTER), `q_qnum ${queue.qnum} is outside 0..${MAX_QUEUE_COUNTER}`],
       [isBigIn(queue.cbytes, 0n, MAX_QUEUE_COUNTER), `q_cbytes ${queue.cbytes} is outside 0..${MAX_QUEUE_COUNTER}`],

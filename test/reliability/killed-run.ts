@@ -9,6 +9,9 @@ import type { TestNamespace } from '../support/namespace';
 export interface KilledRun extends CliResult {
   /** True when the process was still running at the kill (false: it had exited on its own first). */
   killed: boolean;
+  /** The signal that ended the process, when one did (its handlers were not in place yet). */
+  exitSignal: NodeJS.Signals | null;
+  stdoutBytes: Buffer;
 }
 
 export interface KillPlan {
@@ -18,23 +21,31 @@ export interface KillPlan {
   afterGuardianOf?: TestNamespace;
   /** Processes (and their children) that live in that namespace anyway: not taken for the guardian. */
   workload?: number[];
-  /** Count the delay from the moment this returns true (polled every millisecond). */
-  when?: () => boolean;
+  /** Count the delay from the moment this returns true (polled every millisecond; given the CLI's pid). */
+  when?: (pid: number) => boolean;
+  /** The signal to send (SIGKILL unless given). */
+  signal?: NodeJS.Signals;
+  /** Bytes written to the CLI's stdin (else stdin is closed). */
+  input?: Buffer;
 }
 
 /** Runs `ipc-ckpt ...args` and sends SIGKILL as planned, unless it exits first. */
 export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.ProcessEnv = {}): Promise<KilledRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: [plan.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    if (plan.input) {
+      child.stdin!.on('error', () => undefined); // the CLI may end before it read everything
+      child.stdin!.end(plan.input);
+    }
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.stdout!.on('data', (d: Buffer) => out.push(d));
+    child.stderr!.on('data', (d: Buffer) => err.push(d));
     let killed = false;
     const running = () => child.exitCode === null && child.signalCode === null;
     const kill = () => {
       killed = running();
-      if (killed) child.kill('SIGKILL');
+      if (killed) child.kill(plan.signal ?? 'SIGKILL');
     };
     let timer: NodeJS.Timeout | undefined;
     const watched = plan.afterGuardianOf;
@@ -42,7 +53,7 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
     if (when) {
       const poll = () => {
         if (!running()) return;
-        if (when()) timer = setTimeout(kill, plan.delayMs);
+        if (when(child.pid!)) timer = setTimeout(kill, plan.delayMs);
         else timer = setTimeout(poll, 1);
       };
       poll();
@@ -50,14 +61,14 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
       timer = setTimeout(kill, plan.delayMs);
     }
     child.on('error', reject);
-    child.on('close', (status) => {
+    child.on('close', (status, signal) => {
       clearTimeout(timer);
-      resolve({ status, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), killed });
+      resolve({ status, exitSignal: signal, stdout: Buffer.concat(out).toString('latin1'), stdoutBytes: Buffer.concat(out), stderr: Buffer.concat(err).toString(), killed });
     });
   });
 }
 
-/** Pids (other than the namespace's holder and `others`) inside the namespace or about to enter it with nsenter. */
+/** Pids (other than the namespace's holder and `others`) inside the namespace or about to enter it (nsenter, the guardian). */
 export function processesAt(ns: TestNamespace, ...others: number[]): number[] {
   const inode = ns.inode;
   const found: number[] = [];
@@ -65,7 +76,9 @@ export function processesAt(ns: TestNamespace, ...others: number[]): number[] {
     if (!/^\d+$/.test(entry) || Number(entry) === ns.pid) continue;
     if (others.length > 0 && isOrDescendsFrom(Number(entry), others)) continue;
     try {
-      if (readlinkSync(`/proc/${entry}/ns/ipc`) === inode || readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(`--ipc=${ns.path}\0`)) {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      // The guardian program names the namespace it is about to join as its argument.
+      if (readlinkSync(`/proc/${entry}/ns/ipc`) === inode || cmdline.includes(`--ipc=${ns.path}\0`) || cmdline.includes(`ipc-ckpt-guardian\0${ns.path}\0`)) {
         found.push(Number(entry));
       }
     } catch {

@@ -52,15 +52,17 @@ describe('inspect report', () => {
 
   test('64-bit values beyond 2^53 survive as decimal strings in JSON', async () => {
     const big = 2n ** 64n - 1n;
+    /** The largest time64_t, the most a queue's time can be. */
+    const latest = 2n ** 63n - 1n;
     const image: Image = {
       ...GOLDEN_MODEL,
       header: { ...GOLDEN_MODEL.header, uflags: big },
-      queues: [{ queue: { ...GOLDEN_MODEL.queues[0].queue, qbytes: big, stime: big, qnum: 1n, cbytes: 0n }, messages: [{ type: 2n ** 63n - 1n, body: Buffer.alloc(0) }] }],
+      queues: [{ queue: { ...GOLDEN_MODEL.queues[0].queue, qbytes: big, stime: latest, qnum: 1n, cbytes: 0n }, messages: [{ type: 2n ** 63n - 1n, body: Buffer.alloc(0) }] }],
     };
     const parsed = JSON.parse(formatInspectJson(await inspect(encodeImage(image), { messages: true })));
     expect(parsed.uflags).toBe(big.toString());
     expect(parsed.queues[0].qbytes).toBe(big.toString());
-    expect(parsed.queues[0].stime).toEqual({ seconds: big.toString(), iso: null });
+    expect(parsed.queues[0].stime).toEqual({ seconds: latest.toString(), iso: null });
     expect(parsed.queues[0].messages[0].type).toBe('9223372036854775807');
   });
 

@@ -1,12 +1,16 @@
 // fast-check generators of valid images: every field across its whole range, extremes included.
 import fc from 'fast-check';
-import { DATALEN_MSG, DATALEN_SEG, INT32_MAX, IPC_SEQ_MAX, IPCMNI, UINT32_MAX, U64_MAX, S64_MAX } from '../../../lib/image/layout';
+import { DATALEN_MSG, DATALEN_SEG, INT32_MAX, IPC_SEQ_MAX, IPCMNI, UINT32_MAX, UNCHANGED_ID, U64_MAX, S64_MAX } from '../../../lib/image/layout';
 import type { Image, ImageHeader, MessageRecord, NamespaceLimits, QueueRecord } from '../../../lib/image/model';
 
 const u16 = fc.integer({ min: 0, max: 0xffff });
 const u32 = fc.integer({ min: 0, max: UINT32_MAX });
 const s32 = fc.integer({ min: -0x80000000, max: INT32_MAX });
 const u64 = fc.bigInt({ min: 0n, max: U64_MAX });
+/** A uid or gid the kernel can hold: every u32 but (uid_t)-1. */
+const ownerId = fc.oneof(fc.constantFrom(0, UNCHANGED_ID - 1), fc.integer({ min: 0, max: UNCHANGED_ID - 1 }));
+/** A kernel time64_t of a queue: never negative. */
+const queueTime = fc.bigInt({ min: 0n, max: S64_MAX });
 const nonNegativeS32 = fc.integer({ min: 0, max: INT32_MAX });
 
 /** A utsname field: any text whose UTF-8 fits 64 bytes, without NUL. */
@@ -68,14 +72,14 @@ export const messageArb: fc.Arbitrary<MessageRecord> = fc
 
 const queueFieldsArb = fc.record({
   key: fc.oneof(fc.constant(0), u32),
-  uid: u32,
-  gid: u32,
-  cuid: u32,
-  cgid: u32,
+  uid: ownerId,
+  gid: ownerId,
+  cuid: ownerId,
+  cgid: ownerId,
   mode: fc.integer({ min: 0, max: 0o777 }),
-  stime: u64,
-  rtime: u64,
-  ctime: u64,
+  stime: queueTime,
+  rtime: queueTime,
+  ctime: queueTime,
   qbytes: u64,
   lspid: nonNegativeS32,
   lrpid: nonNegativeS32,
@@ -83,7 +87,7 @@ const queueFieldsArb = fc.record({
 });
 
 export function imageArb(maxQueues = 4): fc.Arbitrary<Image> {
-  const idArb = fc.record({ index: fc.integer({ min: 0, max: IPCMNI - 1 }), seq: fc.integer({ min: 0, max: IPC_SEQ_MAX - 1 }) });
+  const idArb = fc.record({ index: fc.integer({ min: 0, max: IPCMNI - 1 }), seq: fc.oneof(fc.constant(IPC_SEQ_MAX), fc.integer({ min: 0, max: IPC_SEQ_MAX })) });
   return fc
     .record({
       header: headerArb,

@@ -122,7 +122,12 @@ describe('field checks', () => {
   const edits: Array<[string, (body: Buffer) => void, RegExp]> = [
     ['a negative id', (b) => b.writeInt32LE(-1, perms + IpcPermsLayout.ID), /id -1 is outside 0\.\.2147483647/],
     ['seq other than id >> 15', (b) => b.writeBigUInt64LE(2n, perms + IpcPermsLayout.SEQ), /seq 2 is not id >> 15 \(1\)/],
-    ['seq 65535', (b) => b.writeBigUInt64LE(65535n, perms + IpcPermsLayout.SEQ), /seq 65535 is not below 65535/],
+    ['seq 65536', (b) => b.writeBigUInt64LE(65536n, perms + IpcPermsLayout.SEQ), /seq 65536 is above 65535/],
+    ['uid 0xffffffff ("unchanged" to the kernel)', (b) => b.writeUInt32LE(0xffffffff, perms + IpcPermsLayout.UID), /uid 4294967295 is \(uid_t\)-1/],
+    ['gid 0xffffffff', (b) => b.writeUInt32LE(0xffffffff, perms + IpcPermsLayout.GID), /gid 4294967295 is \(uid_t\)-1/],
+    ['cuid 0xffffffff', (b) => b.writeUInt32LE(0xffffffff, perms + IpcPermsLayout.CUID), /cuid 4294967295 is \(uid_t\)-1/],
+    ['cgid 0xffffffff', (b) => b.writeUInt32LE(0xffffffff, perms + IpcPermsLayout.CGID), /cgid 4294967295 is \(uid_t\)-1/],
+    ['q_stime beyond a time64_t', (b) => b.writeBigUInt64LE(2n ** 63n, GOLDEN_OFFSETS.queue + IpcMsgLayout.Q_STIME), /q_stime 9223372036854775808 is outside/],
     ['mode beyond 0777', (b) => b.writeUInt32LE(0o1640, perms + IpcPermsLayout.MODE), /mode 01640 has bits outside 0777/],
     ['a negative lspid', (b) => b.writeInt32LE(-2, GOLDEN_OFFSETS.queue + IpcMsgLayout.Q_LSPID), /q_lspid -2 is outside/],
     ['a negative lrpid', (b) => b.writeInt32LE(-2, GOLDEN_OFFSETS.queue + IpcMsgLayout.Q_LRPID), /q_lrpid -2 is outside/],
