@@ -34,24 +34,30 @@ std::string KernelSysctls::ReadText(const std::string& name) const {
   return std::string(text, static_cast<size_t>(length));
 }
 
-int64_t KernelSysctls::Read(const std::string& name) const {
-  const std::string text = ReadText(name);
+int64_t ReadProcSysNumber(const std::string& path, const std::string& where) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ErrnoError::FromErrno(errno, "open", "read " + path + " " + where);
+  char text[128];
+  const ssize_t length = read(fd, text, sizeof(text) - 1);
+  const int readErrno = errno;
+  close(fd);
+  if (length < 0) throw ErrnoError::FromErrno(readErrno, "read", "read " + path + " " + where);
+  text[length] = '\0';
   char* end = nullptr;
   errno = 0;
-  const long long value = strtoll(text.c_str(), &end, 10);
-  if (errno != 0 || end == text.c_str()) {
-    throw ErrnoError::Project("E_INTERNAL", "read " + SysctlPath(name) + " " + target_.where() + ": not a number: '" + text + "'");
+  const long long value = strtoll(text, &end, 10);
+  if (errno != 0 || end == text) {
+    throw ErrnoError::Project("E_INTERNAL", "read " + path + " " + where + ": not a number: '" + text + "'");
   }
   return value;
 }
 
-void KernelSysctls::Write(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as) const {
-  const std::string path = SysctlPath(name);
+void WriteProcSysNumber(const std::string& path, int64_t value, const std::optional<SysctlWriter>& as,
+                        const std::string& where) {
   const std::string asIds = as ? " as uid " + std::to_string(as->uid) + " gid " + std::to_string(as->gid) : "";
-  const std::string doing = "write " + std::to_string(value) + " to " + path + asIds + " " + target_.where();
-  // The kernel checks the writer's euid at open() and again at write(): the ids hold for both.
+  const std::string doing = "write " + std::to_string(value) + " to " + path + asIds + " " + where;
   std::optional<CreatorIdentity> writer;
-  if (as) writer.emplace(as->uid, as->gid, target_.where(), "namespace root");
+  if (as) writer.emplace(as->uid, as->gid, where, "namespace root");
   const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
   const std::string text = std::to_string(value) + "\n";
@@ -63,6 +69,12 @@ void KernelSysctls::Write(const std::string& name, int64_t value, const std::opt
   if (static_cast<size_t>(written) != text.size()) {
     throw ErrnoError::Project("E_INTERNAL", doing + ": short write of " + std::to_string(written) + " bytes");
   }
+}
+
+int64_t KernelSysctls::Read(const std::string& name) const { return ReadProcSysNumber(SysctlPath(name), target_.where()); }
+
+void KernelSysctls::Write(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as) const {
+  WriteProcSysNumber(SysctlPath(name), value, as, target_.where());
 }
 
 void KernelSysctls::ReadUnsigned(const std::string& name, uint64_t* values, size_t count) const {

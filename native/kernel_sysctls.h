@@ -29,6 +29,13 @@ struct SysctlWriter {
   gid_t gid;
 };
 
+// A /proc/sys file of the calling thread's IPC namespace that holds one number (the msg sysctls, the
+// mqueue limits). `where` ends error messages. Throws ErrnoError.
+int64_t ReadProcSysNumber(const std::string& path, const std::string& where);
+// Writes value with `as` as the thread's effective ids for the open and the write (the kernel checks both).
+void WriteProcSysNumber(const std::string& path, int64_t value, const std::optional<SysctlWriter>& as,
+                        const std::string& where);
+
 // One sysctl file kept open for many writes (msg_next_id before every msgget of a batch).
 class SysctlFile {
  public:

@@ -430,20 +430,7 @@ bool PosixQueueCalls::IsLimitName(const std::string& name) {
 }
 
 int64_t PosixQueueCalls::ReadLimit(const std::string& name) const {
-  const std::string path = kLimitDirectory + name;
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw ErrnoError::FromErrno(errno, "open", "read " + path + " " + target_.where());
-  char text[64];
-  const ssize_t length = read(fd, text, sizeof(text) - 1);
-  const int readErrno = errno;
-  close(fd);
-  if (length < 0) throw ErrnoError::FromErrno(readErrno, "read", "read " + path + " " + target_.where());
-  text[length] = '\0';
-  char* end = nullptr;
-  errno = 0;
-  const long long value = strtoll(text, &end, 10);
-  if (errno != 0 || end == text) throw ErrnoError::Project("E_INTERNAL", "read " + path + " " + target_.where() + ": not a number");
-  return value;
+  return ReadProcSysNumber(kLimitDirectory + name, target_.where());
 }
 
 MqueueLimits PosixQueueCalls::ReadLimits() const {
@@ -452,19 +439,6 @@ MqueueLimits PosixQueueCalls::ReadLimits() const {
 }
 
 void PosixQueueCalls::WriteLimit(const std::string& name, int64_t value, const std::optional<SysctlWriter>& as) const {
-  const std::string path = kLimitDirectory + name;
-  const std::string asIds = as ? " as uid " + std::to_string(as->uid) + " gid " + std::to_string(as->gid) : "";
-  const std::string doing = "write " + std::to_string(value) + " to " + path + asIds + " " + target_.where();
-  // Like the msg sysctls: only the namespace's own root may write them, checked at open() and write().
-  std::optional<CreatorIdentity> writer;
-  if (as) writer.emplace(as->uid, as->gid, target_.where(), "namespace root");
-  const int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) throw ErrnoError::FromErrno(errno, "open", doing);
-  const std::string text = std::to_string(value) + "\n";
-  const ssize_t written = write(fd, text.data(), text.size());
-  const int writeErrno = errno;
-  close(fd);
-  if (writer) writer->Restore();
-  if (written < 0) throw ErrnoError::FromErrno(writeErrno, "write", doing);
-  if (static_cast<size_t>(written) != text.size()) throw ErrnoError::Project("E_INTERNAL", doing + ": short write");
+  // Like the msg sysctls: only the namespace's own root may write them.
+  WriteProcSysNumber(kLimitDirectory + name, value, as, target_.where());
 }
