@@ -8,7 +8,7 @@ import * as path from 'node:path';
 const repositoryRoot = path.resolve(__dirname, '..', '..');
 
 /** What the build reads besides the package's "files" sources (the outputs dist/ and prebuilds/ are made fresh). */
-const BUILD_INPUTS = ['package.json', 'package-lock.json', 'README.md', 'lib', 'tsconfig.json', 'tsconfig.build.json'];
+const BUILD_INPUTS = ['package.json', 'package-lock.json', 'README.md', 'lib', 'tsconfig.json', 'tsconfig.build.json', 'scripts/prebuild-guardian.js'];
 
 export interface PackedFile {
   path: string;
