@@ -4,11 +4,11 @@ import * as os from 'node:os';
 import type { Writable } from 'node:stream';
 import { IpcCkptError, throwIfAborted } from './errors';
 import { ImageEncoder } from './image/encoder';
-import { ARCH_X86_64 } from './image/layout';
-import type { ImageHeader, NamespaceLimits, QueueRecord } from './image/model';
+import { ARCH_X86_64, IPCMNI, IpcMsgLayout } from './image/layout';
+import type { ImageHeader, NamespaceLimits, NumericQueueRecord, QueueRecord } from './image/model';
 import { ImageOutput, openOutputPath, planOutputPath, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
-import { describeUnmapped, namespaceIdsOf, NamespaceIds } from './id-mapping';
+import { describeUnmapped, ID_FIELDS, IdField, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
 import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
 import { LockOptions, NamespaceLock } from './namespace-lock';
@@ -159,6 +159,13 @@ const STAT_RTIME = QUEUE_STAT_FIELDS.indexOf('rtime');
 const STAT_CTIME = QUEUE_STAT_FIELDS.indexOf('ctime');
 const STAT_CBYTES = QUEUE_STAT_FIELDS.indexOf('cbytes');
 const STAT_QNUM = QUEUE_STAT_FIELDS.indexOf('qnum');
+const STAT_KEY = QUEUE_STAT_FIELDS.indexOf('key');
+const STAT_MODE = QUEUE_STAT_FIELDS.indexOf('mode');
+const STAT_QBYTES = QUEUE_STAT_FIELDS.indexOf('qbytes');
+const STAT_LSPID = QUEUE_STAT_FIELDS.indexOf('lspid');
+const STAT_LRPID = QUEUE_STAT_FIELDS.indexOf('lrpid');
+/** The owner and creator fields of a packed stat: the record field, which map translates it, its place. */
+const ID_STAT_FIELDS = (Object.keys(ID_FIELDS) as IdField[]).map((field) => [field, ID_FIELDS[field], QUEUE_STAT_FIELDS.indexOf(field)] as const);
 
 /** Queue k's packed size by its listed stat: what one batch must hold for it. */
 function packedBytesAt(stats: Float64Array, k: number): number {
@@ -206,6 +213,7 @@ class SaveRun {
   private currentMsgmax = 0;
   private copyBufferSize = MIN_COPY_BUFFER;
   private ids: NamespaceIds | undefined;
+  private readonly scratchRecord: NumericQueueRecord = { id: 0, key: 0, uid: 0, gid: 0, cuid: 0, cgid: 0, mode: 0, seq: 0, stime: 0, rtime: 0, ctime: 0, cbytes: 0, qnum: 0, qbytes: 0, lspid: 0, lrpid: 0 };
   readonly summary: SaveSummary = { queues: 0, messages: 0, messageBytes: 0, imageBytes: 0, seconds: 0, retries: 0, secondWaits: 0, msgmaxRaised: false, digest: '', posixQueues: 0, posixMessages: 0 };
   private progress: SaveProgress = { queuesDone: 0, queuesTotal: 0, messagesDone: 0, messagesTotal: 0 };
   /** The POSIX half (lib/posix-queues.ts); undefined with --sysv-only. */
@@ -355,31 +363,89 @@ class SaveRun {
   private async saveBatch(listed: Float64Array, from: number, to: number, { copied, startSecond }: { copied: CopiedQueues; startSecond: number }): Promise<void> {
     const failed = new Set(copied.errors.map((e) => e.index));
     const { statsBefore: before, statsAfter: after, parts } = copied;
+    // Certified queues wait here and go out as one buffer: before a queue that must be copied alone, and at the end.
+    let kept: number[] = [];
+    const writeKept = async () => {
+      if (kept.length === 0) return;
+      const encoded = this.encodeCertified(copied, kept);
+      kept = [];
+      await this.output.write(encoded);
+    };
     for (let k = 0; k < to - from; k++) {
       const stat = k * QUEUE_STAT_DOUBLES;
       if (failed.has(k) || before[stat + STAT_STIME] >= startSecond || before[stat + STAT_RTIME] >= startSecond || before[stat + STAT_CTIME] >= startSecond) {
         // saveQueue raises msgmax, finds the queue gone, or waits for the next second, as it would alone.
+        await writeKept();
         await this.saveQueue(unpackQueueStat(listed, from + k));
         continue;
       }
       const part = k * COPIED_PART_FIELDS.length;
-      const [offset, length, count, end] = [parts[part], parts[part + 1], parts[part + 2], parts[part + 3]];
-      const data = copied.data.subarray(offset, offset + length);
-      if (!samePackedStat(before, after, k) || end !== 1 || count !== before[stat + STAT_QNUM] || packedBodyBytes(data, count) !== before[stat + STAT_CBYTES]) {
+      const length = parts[part + 1];
+      const count = parts[part + 2];
+      if (!samePackedStat(before, after, k) || parts[part + 3] !== 1 || count !== before[stat + STAT_QNUM] || length - count * PACKED_MESSAGE_HEADER_BYTES !== before[stat + STAT_CBYTES]) {
+        await writeKept();
         this.summary.retries++;
         await this.saveQueue(unpackQueueStat(listed, from + k));
         continue;
       }
-      await this.output.write(this.encoder.queue(this.imageRecord(unpackQueueStat(before, k))));
-      if (count > 0) await this.output.write(this.encoder.messagesFromPacked(data, count));
+      kept.push(k);
       this.summary.messages += count;
       this.summary.messageBytes += before[stat + STAT_CBYTES];
       this.progress.messagesDone += count;
       this.progress.queuesDone++;
     }
+    await writeKept();
     await this.output.settle();
     this.report();
   }
+  /** The IPC_MSG records and messages of certified queues of a copyQueues batch, in one buffer. */
+  private encodeCertified(copied: CopiedQueues, kept: readonly number[]): Buffer {
+    const { statsBefore: before, parts, data } = copied;
+    const messages = (k: number) => data.subarray(parts[k * COPIED_PART_FIELDS.length], parts[k * COPIED_PART_FIELDS.length] + parts[k * COPIED_PART_FIELDS.length + 1]);
+    const countOf = (k: number) => parts[k * COPIED_PART_FIELDS.length + 2];
+    let total = 0;
+    for (const k of kept) total += IpcMsgLayout.BYTES + (countOf(k) > 0 ? this.encoder.packedMessagesBytes(messages(k), countOf(k)) : 0);
+    const out = Buffer.allocUnsafe(total);
+    let at = 0;
+    for (const k of kept) {
+      at = this.encoder.queueInto(out, at, this.numericImageRecord(before, k));
+      if (countOf(k) > 0) at = this.encoder.writePackedMessages(messages(k), countOf(k), out, at);
+    }
+    return out;
+  }
+
+  /** Packed stat k as its image record (see queueRecordInImageView), as plain numbers into one reused object. */
+  private numericImageRecord(stats: Float64Array, k: number): NumericQueueRecord {
+    const o = k * QUEUE_STAT_DOUBLES;
+    const record = this.scratchRecord;
+    record.id = stats[o];
+    record.key = stats[o + STAT_KEY];
+    record.mode = stats[o + STAT_MODE];
+    record.seq = Math.floor(record.id / IPCMNI);
+    record.stime = stats[o + STAT_STIME];
+    record.rtime = stats[o + STAT_RTIME];
+    record.ctime = stats[o + STAT_CTIME];
+    record.cbytes = stats[o + STAT_CBYTES];
+    record.qnum = stats[o + STAT_QNUM];
+    record.qbytes = stats[o + STAT_QBYTES];
+    record.lspid = stats[o + STAT_LSPID];
+    record.lrpid = stats[o + STAT_LRPID];
+    const ids = this.ids;
+    if (!ids) throw new IpcCkptError('E_INTERNAL', 'queue copied before the namespace ids were read');
+    const translate = !this.options.strictV16 && !ids.ownUserNamespace;
+    for (const [field, kind, at] of ID_STAT_FIELDS) {
+      const hostId = stats[o + at];
+      const id = translate ? ids.toNamespace(kind, hostId) : hostId;
+      if (id === undefined) {
+        // The slow path throws the E_UNMAPPED_ID that names the queue and the id.
+        queueRecordInImageView(queueRecordFromStat(unpackQueueStat(stats, k)), ids, false, this.target.label);
+        throw new IpcCkptError('E_INTERNAL', `queue ${record.id}: host ${field} ${hostId} has no namespace id`);
+      }
+      record[field] = id;
+    }
+    return record;
+  }
+
 
   private async saveQueue(listed: QueueStat): Promise<void> {
     const maxAttempts = this.options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;

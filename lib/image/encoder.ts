@@ -1,6 +1,6 @@
 // Encodes image records, one call per record kind; the caller streams the pieces out and hashes them.
 import { IpcCkptError } from '../errors';
-import type { Image, ImageHeader, ImageIdMapping, MessageRecord, NamespaceLimits, QueueRecord } from './model';
+import type { Image, ImageHeader, ImageIdMapping, MessageRecord, NamespaceLimits, NumericQueueRecord, QueueRecord } from './model';
 import { ImageDigest } from './digest';
 import { PACKED_MESSAGE_HEADER_BYTES, PACKED_SIZE_OFFSET, PACKED_TYPE_OFFSET } from './packed';
 import {
@@ -32,7 +32,7 @@ import {
   encodedBodyBytes,
 } from './layout';
 import { PosixSectionEncoder } from './posix-queues';
-import { archProblem, headerProblem, idMappingProblem, limitsProblem, messageSizeProblem, messageTypeProblem, queueCountProblem, queueProblem } from './rules';
+import { archProblem, headerProblem, idMappingProblem, limitsProblem, messageSizeProblem, messageTypeProblem, numericQueueInRange, queueCountProblem, queueProblem, queueRecordOfNumbers } from './rules';
 
 export { ImageDigest };
 
@@ -55,6 +55,15 @@ function strictRefusal(what: string, type: bigint | string): IpcCkptError {
 function writeRecordHeader(out: Buffer, at: number, type: number, len: number): void {
   out.writeUInt32LE(type, at + RECORD_TYPE_OFFSET);
   out.writeUInt32LE(len, at + RECORD_LEN_OFFSET);
+}
+
+const TWO_TO_32 = 2 ** 32;
+
+/** A u64 field from a safe integer (two u32 halves: no bigint). */
+function writeU64(out: Buffer, at: number, value: number): void {
+  const low = value % TWO_TO_32;
+  out.writeUInt32LE(low, at);
+  out.writeUInt32LE((value - low) / TWO_TO_32, at + 4);
 }
 
 /** Writes one message's record and BUFFER chunks at `at`; returns the offset after them. */
@@ -203,6 +212,39 @@ export class ImageEncoder {
     return out;
   }
 
+  /**
+   * The same IPC_MSG as queue(), from plain numbers, written at `at` of `out` (the save path's batches: no
+   * bigint or buffer per queue); returns the offset after it. A record the rules refuse is reported as queue() would.
+   */
+  queueInto(out: Buffer, at: number, queue: NumericQueueRecord): number {
+    if (!numericQueueInRange(queue)) {
+      const problem = queueProblem(queueRecordOfNumbers(queue)) ?? `a field is beyond ${Number.MAX_SAFE_INTEGER}`;
+      throw cannotEncode(`queue id ${queue.id}`, problem);
+    }
+    writeRecordHeader(out, at, RecordType.IPC_MSG, IpcMsgLayout.BYTES);
+    const perms = at + IpcMsgLayout.PERMS;
+    out.writeUInt32LE(0, perms + IpcPermsLayout.NESTED_HEADER);
+    out.writeUInt32LE(0, perms + IpcPermsLayout.NESTED_HEADER + 4);
+    out.writeInt32LE(queue.id, perms + IpcPermsLayout.ID);
+    out.writeUInt32LE(queue.key, perms + IpcPermsLayout.KEY);
+    out.writeUInt32LE(queue.uid, perms + IpcPermsLayout.UID);
+    out.writeUInt32LE(queue.gid, perms + IpcPermsLayout.GID);
+    out.writeUInt32LE(queue.cuid, perms + IpcPermsLayout.CUID);
+    out.writeUInt32LE(queue.cgid, perms + IpcPermsLayout.CGID);
+    out.writeUInt32LE(queue.mode, perms + IpcPermsLayout.MODE);
+    out.writeUInt32LE(0, perms + IpcPermsLayout.PADDING);
+    writeU64(out, perms + IpcPermsLayout.SEQ, queue.seq);
+    writeU64(out, at + IpcMsgLayout.Q_STIME, queue.stime);
+    writeU64(out, at + IpcMsgLayout.Q_RTIME, queue.rtime);
+    writeU64(out, at + IpcMsgLayout.Q_CTIME, queue.ctime);
+    writeU64(out, at + IpcMsgLayout.Q_CBYTES, queue.cbytes);
+    writeU64(out, at + IpcMsgLayout.Q_QNUM, queue.qnum);
+    writeU64(out, at + IpcMsgLayout.Q_QBYTES, queue.qbytes);
+    out.writeInt32LE(queue.lspid, at + IpcMsgLayout.Q_LSPID);
+    out.writeInt32LE(queue.lrpid, at + IpcMsgLayout.Q_LRPID);
+    return at + IpcMsgLayout.BYTES;
+  }
+
   /** IPC_MSG_MSG (v16's, or the widened one for a type beyond s32) and the body's BUFFER chunks. */
   message(message: MessageRecord): Buffer {
     const problem = messageTypeProblem(message.type) ?? messageSizeProblem(message.body.length);
@@ -222,6 +264,14 @@ export class ImageEncoder {
    * is no longer in flight spares a fresh allocation (and its page faults) per batch.
    */
   messagesFromPacked(packed: Buffer, count: number, into?: Buffer): Buffer {
+    const total = this.packedMessagesBytes(packed, count);
+    const out = into !== undefined && into.length >= total ? into.subarray(0, total) : Buffer.allocUnsafe(total);
+    this.writePackedMessages(packed, count, out, 0);
+    return out;
+  }
+
+  /** Checks `count` messages of a native packed batch and returns the bytes their records take (writePackedMessages writes them). */
+  packedMessagesBytes(packed: Buffer, count: number): number {
     let total = 0;
     let pos = 0;
     for (let index = 0; index < count; index++) {
@@ -245,10 +295,12 @@ export class ImageEncoder {
       total += messageBytes(wide, size);
     }
     if (pos !== packed.length) throw cannotEncode('a packed batch', `${packed.length - pos} bytes left after ${count} messages`);
+    return total;
+  }
 
-    const out = into !== undefined && into.length >= total ? into.subarray(0, total) : Buffer.allocUnsafe(total);
-    let at = 0;
-    pos = 0;
+  /** Writes the records of a packed batch that packedMessagesBytes accepted at `at` of `out`; returns the offset after them. */
+  writePackedMessages(packed: Buffer, count: number, out: Buffer, at: number): number {
+    let pos = 0;
     for (let index = 0; index < count; index++) {
       const typeLow = packed.readUInt32LE(pos + PACKED_TYPE_OFFSET);
       const typeHigh = packed.readInt32LE(pos + PACKED_TYPE_OFFSET + 4);
@@ -257,7 +309,7 @@ export class ImageEncoder {
       at = writeMessage(out, at, typeLow, typeHigh, packed, pos, size);
       pos += size;
     }
-    return out;
+    return at;
   }
 
   /** The integrity record (SHA-256 of every byte before it) followed by TAIL. */

@@ -73,6 +73,9 @@ export interface QueueRecord {
   lrpid: number;
 }
 
+/** A QueueRecord whose 64-bit fields are plain numbers: what save reads from the kernel, exact below 2^53. */
+export type NumericQueueRecord = { [K in keyof QueueRecord]: number };
+
 /** One message: its type (1..2^63-1, the kernel's long) and body. */
 export interface MessageRecord {
   type: bigint;

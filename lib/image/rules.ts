@@ -1,6 +1,6 @@
 // The rules a record's fields must meet, shared by the encoder (refuse to write) and the decoder (refuse to read).
 // Each check returns the problem as a phrase, or undefined when the value is acceptable.
-import type { IdExtent, ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from './model';
+import type { IdExtent, ImageHeader, ImageIdMapping, NamespaceLimits, NumericQueueRecord, QueueRecord } from './model';
 import {
   ARCH_X86_64,
   ID_MAPPING_MAX_EXTENTS,
@@ -129,6 +129,38 @@ export function queueProblem(queue: QueueRecord): string | undefined {
     return `q_cbytes ${queue.cbytes} is more than q_qnum ${queue.qnum} messages of at most ${INT32_MAX} bytes can hold`;
   }
   return undefined;
+}
+
+/** The record as queueProblem takes it (64-bit fields as bigint). */
+export function queueRecordOfNumbers(queue: NumericQueueRecord): QueueRecord {
+  const big = (value: number) => (Number.isSafeInteger(value) ? BigInt(value) : -1n);
+  return {
+    ...queue,
+    stime: big(queue.stime),
+    rtime: big(queue.rtime),
+    ctime: big(queue.ctime),
+    cbytes: big(queue.cbytes),
+    qnum: big(queue.qnum),
+    qbytes: big(queue.qbytes),
+  };
+}
+
+/**
+ * True when queueProblem(queueRecordOfNumbers(queue)) finds nothing: the same ranges in plain number
+ * comparisons (the save path checks every queue it batches); a false here goes to queueProblem for its phrase.
+ */
+export function numericQueueInRange(queue: NumericQueueRecord): boolean {
+  const safe = Number.MAX_SAFE_INTEGER;
+  return (
+    isIntegerIn(queue.id, 0, INT32_MAX) && isIntegerIn(queue.key, 0, UINT32_MAX) &&
+    isIntegerIn(queue.uid, 0, UNCHANGED_ID - 1) && isIntegerIn(queue.gid, 0, UNCHANGED_ID - 1) &&
+    isIntegerIn(queue.cuid, 0, UNCHANGED_ID - 1) && isIntegerIn(queue.cgid, 0, UNCHANGED_ID - 1) && isIntegerIn(queue.mode, 0, MODE_BITS) &&
+    queue.seq === queue.id >>> IPCMNI_SHIFT && isIntegerIn(queue.seq, 0, IPC_SEQ_MAX) &&
+    isIntegerIn(queue.stime, 0, safe) && isIntegerIn(queue.rtime, 0, safe) && isIntegerIn(queue.ctime, 0, safe) && isIntegerIn(queue.qbytes, 0, safe) &&
+    isIntegerIn(queue.qnum, 0, safe) && isIntegerIn(queue.cbytes, 0, safe) &&
+    isIntegerIn(queue.lspid, 0, INT32_MAX) && isIntegerIn(queue.lrpid, 0, INT32_MAX) &&
+    queue.cbytes <= queue.qnum * INT32_MAX
+  );
 }
 
 export function messageTypeProblem(type: bigint): string | undefined {
