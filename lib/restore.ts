@@ -149,8 +149,10 @@ function hostIdsOf(record: QueueRecord, image: ImageSummary, ids: NamespaceIds) 
 /** Decides every change before the first one is made; conflicts are all found here. */
 export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls: IpcSysctls, target: ResolvedTarget, keepLimits: boolean, ids: NamespaceIds): RestorePlan {
   const conflicts: string[] = [];
-  for (const { record } of image.queues) {
-    const { unmapped } = hostIdsOf(record, image, ids);
+  // Translated once a queue: tens of thousands of queues are planned.
+  const hostIds = image.queues.map(({ record }) => hostIdsOf(record, image, ids));
+  for (const [index, { record }] of image.queues.entries()) {
+    const { unmapped } = hostIds[index];
     if (unmapped.length > 0) {
       const view = image.idMapping ? 'as the saved namespace saw them' : 'host ids: the image has no id-mapping record';
       conflicts.push(`id ${record.id} (key 0x${record.key.toString(16).padStart(8, '0')}): ${describeUnmapped(unmapped)} (${view}) have no mapping in ${ids.describe()}, the owner of ${target.label}`);
@@ -158,12 +160,12 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
   }
   const byIndex = new Map(existing.map((q) => [q.index, q]));
   const byKey = new Map(existing.filter((q) => q.key !== 0).map((q) => [q.key, q]));
+  const hexOf = (key: number) => `0x${key.toString(16).padStart(8, '0')}`;
   for (const { record } of image.queues) {
-    const hex = `0x${record.key.toString(16).padStart(8, '0')}`;
     const taken = byIndex.get(record.id % IPCMNI);
-    if (taken) conflicts.push(`id ${record.id} (key ${hex}): slot ${record.id % IPCMNI} is taken by queue ${taken.id} (key 0x${taken.key.toString(16).padStart(8, '0')})`);
+    if (taken) conflicts.push(`id ${record.id} (key ${hexOf(record.key)}): slot ${record.id % IPCMNI} is taken by queue ${taken.id} (key ${hexOf(taken.key)})`);
     const sameKey = record.key !== 0 ? byKey.get(record.key) : undefined;
-    if (sameKey && sameKey !== taken) conflicts.push(`id ${record.id}: key ${hex} is already used by queue ${sameKey.id}`);
+    if (sameKey && sameKey !== taken) conflicts.push(`id ${record.id}: key ${hexOf(record.key)} is already used by queue ${sameKey.id}`);
   }
   const beyondLimits: string[] = [];
   for (const queue of image.queues) {
@@ -174,9 +176,15 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
   if (existing.length + image.queues.length > IPCMNI) {
     beyondLimits.push(`the target holds ${existing.length} queue(s) and the image ${image.queues.length}: more than the ${IPCMNI} a namespace can hold`);
   }
+  let largestMessage = 0;
+  let largestQbytes = 0;
+  for (const queue of image.queues) {
+    largestMessage = Math.max(largestMessage, queue.largestMessage);
+    largestQbytes = Math.max(largestQbytes, sendingQbytes(queue));
+  }
   const needed: Record<(typeof LIMIT_NAMES)[number], number> = {
-    msgmax: Math.max(0, ...image.queues.map((q) => q.largestMessage)),
-    msgmnb: Math.max(0, ...image.queues.map(sendingQbytes)),
+    msgmax: largestMessage,
+    msgmnb: largestQbytes,
     msgmni: existing.length + image.queues.length,
   };
   const during: SysctlChange[] = [];
@@ -190,7 +198,7 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
   }
   return {
     target: target.label,
-    queues: image.queues.map((q) => ({
+    queues: image.queues.map((q, index) => ({
       id: q.record.id,
       key: q.record.key,
       mode: q.record.mode,
@@ -198,7 +206,7 @@ export function planRestore(image: ImageSummary, existing: QueueStat[], sysctls:
       gid: q.record.gid,
       cuid: q.record.cuid,
       cgid: q.record.cgid,
-      host: hostIdsOf(q.record, image, ids).ids,
+      host: hostIds[index].ids,
       qbytes: Number(q.record.qbytes),
       messages: q.messages,
       messageBytes: q.messageBytes,

@@ -104,6 +104,20 @@ function viewOf(bytes: Buffer): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/** The last buffer viewed and its view: the fast path runs once a queue, mostly over the same chunk and batch buffer. */
+class CachedView {
+  private bytes: Buffer | undefined;
+  private view: DataView | undefined;
+
+  of(bytes: Buffer): DataView {
+    if (bytes !== this.bytes || this.view === undefined) {
+      this.bytes = bytes;
+      this.view = viewOf(bytes);
+    }
+    return this.view;
+  }
+}
+
 // The packed header size as a plain constant: the re-exported binding is a getter in compiled code.
 const PACKED_HEADER_BYTES: number = PACKED_MESSAGE_HEADER_BYTES;
 
@@ -126,6 +140,8 @@ class ImageDecoder {
   private spareBatchBuffer: Buffer | undefined;
   /** The messages of the queue being read (for verifyImage's summary). */
   queueRun: MessageRun | undefined;
+  private readonly inputView = new CachedView();
+  private readonly batchView = new CachedView();
 
   constructor(
     private readonly reader: ByteReader,
@@ -147,12 +163,26 @@ class ImageDecoder {
     return this.spareBatchBuffer;
   }
 
+  /** A batch for the rest of a queue's messages, the first of them at `offset`. */
+  private openBatch(run: MessageRun, offset: number): Batch {
+    // What the queue still claims bounds the batch; the batch size bounds both claim and allocation.
+    const claimed = PACKED_MESSAGE_HEADER_BYTES * (run.qnum - run.index) + (run.cbytes - run.bytesSoFar);
+    const capacity = Math.min(Math.max(this.batchBytes, PACKED_MESSAGE_HEADER_BYTES), claimed);
+    return { data: this.batchBuffer(capacity), pos: 0, count: 0, offset };
+  }
+
   /** Buffers the next record header and peeks it; what names the record expected, for the error. */
   private async peekRecord(what: string): Promise<number> {
     const at = this.reader.offset;
     if (this.reader.available < RECORD_HEADER_BYTES && !(await this.reader.fill(RECORD_HEADER_BYTES))) {
       throw corrupt(at, `image ends at offset ${at + this.reader.available}, expected ${what}`);
     }
+    return this.peekBufferedRecord();
+  }
+
+  /** peekRecord of a header already buffered: no promise (every queue of a buffered image goes through here). */
+  private peekBufferedRecord(): number {
+    const at = this.reader.offset;
     this.reader.peekHeader();
     if (this.reader.len < RECORD_HEADER_BYTES) {
       throw corrupt(at, `${describeRecordType(this.reader.type)} len ${this.reader.len} < ${RECORD_HEADER_BYTES}`);
@@ -166,6 +196,14 @@ class ImageDecoder {
     if (reader.type !== type) throw corrupt(at, `expected ${what}, found ${describeRecordType(reader.type)} len ${reader.len}`);
     if (reader.len !== bytes) throw corrupt(at, `${describeRecordType(type)} len ${reader.len}, expected ${bytes}`);
     await this.need(at, bytes);
+    return reader.take(bytes);
+  }
+
+  /** takeRecord of a record already buffered (reader.available >= bytes): no promise. */
+  private takeBufferedRecord(at: number, type: number, bytes: number, what: string): Buffer {
+    const { reader } = this;
+    if (reader.type !== type) throw corrupt(at, `expected ${what}, found ${describeRecordType(reader.type)} len ${reader.len}`);
+    if (reader.len !== bytes) throw corrupt(at, `${describeRecordType(type)} len ${reader.len}, expected ${bytes}`);
     return reader.take(bytes);
   }
 
@@ -196,14 +234,16 @@ class ImageDecoder {
     let previousSlot = -1;
     let lastQueue: QueueRecord | undefined;
     for (let index = 0; index < section.queueCount; index++) {
-      const at = await this.peekRecord('IPC_MSG');
+      const buffered = this.reader.available >= IpcMsgLayout.BYTES;
+      const at = buffered ? this.peekBufferedRecord() : await this.peekRecord('IPC_MSG');
       if (this.reader.type !== RecordType.IPC_MSG) {
         if (this.reader.type === RecordType.IPC_MSG_MSG && lastQueue !== undefined) {
           throw corrupt(at, `queue id ${lastQueue.id} has more messages than its q_qnum ${lastQueue.qnum}`);
         }
         throw corrupt(at, `the msg section claims ${section.queueCount} queues, found ${index} and then ${describeRecordType(this.reader.type)}`);
       }
-      const queue = this.parseQueue(at, await this.takeRecord(at, RecordType.IPC_MSG, IpcMsgLayout.BYTES, 'IPC_MSG'));
+      const record = buffered ? this.takeBufferedRecord(at, RecordType.IPC_MSG, IpcMsgLayout.BYTES, 'IPC_MSG') : await this.takeRecord(at, RecordType.IPC_MSG, IpcMsgLayout.BYTES, 'IPC_MSG');
+      const queue = this.parseQueue(at, record);
       const slot = queue.id % IPCMNI;
       if (slot <= previousSlot) throw corrupt(at, `queue id ${queue.id} (slot ${slot}) does not follow slot ${previousSlot} in ascending slot order`);
       previousSlot = slot;
@@ -372,10 +412,10 @@ class ImageDecoder {
     this.queueRun = run;
     let batch: Batch | undefined;
     while (run.index < qnum) {
-      if (batch !== undefined) {
-        this.readBufferedMessages(run, batch);
-        if (run.index === qnum) break;
-      }
+      // The batch opens before the first message, so even a queue of one message takes the fast path.
+      if (batch === undefined) batch = this.openBatch(run, reader.offset);
+      this.readBufferedMessages(run, batch);
+      if (run.index === qnum) break;
       const index = run.index;
       const bytesSoFar = run.bytesSoFar;
       const at = await this.peekRecord(`message ${index} of queue id ${queue.id}`);
@@ -418,16 +458,12 @@ class ImageDecoder {
       }
 
       const packedSize = PACKED_MESSAGE_HEADER_BYTES + size;
-      if (batch !== undefined && batch.pos + packedSize > batch.data.length) {
+      // An empty batch is never handed out: a message larger than it makes it grow (readBody).
+      if (batch !== undefined && batch.count > 0 && batch.pos + packedSize > batch.data.length) {
         yield { kind: 'messages', queueId: queue.id, packed: batch.data.subarray(0, batch.pos), count: batch.count, offset: batch.offset };
         batch = undefined;
       }
-      if (batch === undefined) {
-        // What the queue still claims bounds the batch; the batch size bounds both claim and allocation.
-        const claimed = PACKED_MESSAGE_HEADER_BYTES * (qnum - index) + (cbytes - bytesSoFar);
-        const capacity = Math.min(Math.max(this.batchBytes, PACKED_MESSAGE_HEADER_BYTES), claimed);
-        batch = { data: this.batchBuffer(capacity), pos: 0, count: 0, offset: at };
-      }
+      if (batch === undefined) batch = this.openBatch(run, at);
       const data = batch.data;
       data.writeUInt32LE(typeLow >>> 0, batch.pos + PACKED_TYPE_OFFSET);
       data.writeInt32LE(typeHigh, batch.pos + PACKED_TYPE_OFFSET + 4);
@@ -459,11 +495,11 @@ class ImageDecoder {
     const { reader } = this;
     const image = reader.headChunk;
     if (image === undefined) return;
-    const input = viewOf(image);
+    const input = this.inputView.of(image);
     const start = reader.headStart;
     const end = image.length;
     const data = batch.data;
-    const output = viewOf(data);
+    const output = this.batchView.of(data);
     const capacity = data.length;
     const largestPacked = this.batchBytes;
     const wideAllowed = !this.strictV16;
