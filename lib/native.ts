@@ -387,6 +387,26 @@ export interface NativeBinding {
    * conflicting lock; never blocks. Throws the errno failure otherwise.
    */
   lockFile(fd: number, mode: 'shared' | 'exclusive' | 'unlock'): boolean;
+  /**
+   * Starts program with args in a session of its own (posix_spawn, default signal dispositions); its stdin
+   * reads from `input`, its stdout writes to `output` (both ours, close-on-exec), its stderr is ours;
+   * inheritFd (-1: none) becomes its fd 3. Reap it with reapChild.
+   */
+  spawnDetached(program: string, args: string[], inheritFd: number): DetachedChild;
+  /** waitpid: undefined while the child runs (wait false); once it ended, its exit code or signal number. */
+  reapChild(pid: number, wait: boolean): ChildEnd | undefined;
+}
+
+/** A child of spawnDetached: its pid and our ends of its stdin and stdout pipes. */
+export interface DetachedChild {
+  pid: number;
+  input: number;
+  output: number;
+}
+
+export interface ChildEnd {
+  code: number | null;
+  signal: number | null;
 }
 
 /** Environment variable naming a custom-built addon file, e.g. the cmake-js build. */

@@ -320,7 +320,8 @@ class RestoreRun {
     if (sysv) {
       await this.createQueues(image);
       await this.sendMessages(image, source);
-      for (const [index, queue] of image.queues.entries()) await this.finishQueue(queue, this.hostIds(index));
+      // Most queues need nothing more: only those whose qbytes was raised for the sends cost a crossing.
+      for (const [index, queue] of image.queues.entries()) if (sendingQbytes(queue) !== Number(queue.record.qbytes)) await this.putQbytesBack(queue, this.hostIds(index));
     }
     for (const change of plan.final) await this.setSysctl(change);
     if (plan.posix) await this.restorePosixQueues(plan.posix, image, source);
@@ -472,11 +473,10 @@ class RestoreRun {
     return planned.host;
   }
 
-  private async finishQueue(queue: ImageQueue, host: QueueIds): Promise<void> {
+  /** A queue whose qbytes was raised so its messages could be sent gets the image's qbytes back. */
+  private async putQbytesBack(queue: ImageQueue, host: QueueIds): Promise<void> {
     const { record } = queue;
-    if (sendingQbytes(queue) !== Number(record.qbytes)) {
-      await this.ns.setQueue(record.id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: Number(record.qbytes) });
-    }
+    await this.ns.setQueue(record.id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: Number(record.qbytes) });
   }
 
   /** Every created queue holds what the image says, field by restorable field (one listing of the target). */

@@ -3,10 +3,10 @@
 // cgroup back, and removes our temporary files. The program is native/rollback_guardian.cc (a
 // single-threaded C++ program beside the addon): it starts in about a millisecond, joins the target
 // namespace itself, and rolls back in one walk over the namespace's queue slots.
-import { spawn, ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { closeSync, readSync, writeSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { IpcCkptError } from './errors';
-import { guardianFile, MsgSysctlName } from './native';
+import { guardianFile, loadNative, type ChildEnd, type DetachedChild, type MsgSysctlName } from './native';
 import type { ResolvedTarget } from './target';
 
 export interface GuardedWriteOptions {
@@ -32,19 +32,31 @@ function checkedId(what: string, value: number | undefined): string {
   return String(value);
 }
 
+/** "it was killed by SIGKILL" / "it exited with status 1". */
+function describeEnd(end: ChildEnd): string {
+  if (end.signal === null) return `it exited with status ${end.code}`;
+  const name = Object.entries(osConstants.signals).find(([, number]) => number === end.signal)?.[0];
+  return `it was killed by ${name ?? `signal ${end.signal}`}`;
+}
+
 /**
  * Started on the first registration (a run that changes nothing starts no process). Every
  * registration waits for the guardian's acknowledgement: it knows of a change before the change is made.
+ * The process comes from the addon (posix_spawn) and speaks over two pipes with blocking reads and writes:
+ * an acknowledgement takes microseconds, and the CLI loads neither child_process nor net nor readline.
  */
 export class RollbackGuardian {
-  private child: ChildProcess | undefined;
-  private readonly pending: Array<(line: string) => void> = [];
+  private child: DetachedChild | undefined;
+  private spawned = false;
   private chain: Promise<unknown> = Promise.resolve();
   private finished = false;
   private exited = false;
+  private reaped = false;
   private startupText = '';
   private deathReason: string | undefined;
-  private exitPromise: Promise<void> | undefined;
+  /** What was read after the last complete line. */
+  private unread = '';
+  private readonly readBuffer = Buffer.allocUnsafe(512);
 
   constructor(
     private readonly target: ResolvedTarget,
@@ -58,37 +70,82 @@ export class RollbackGuardian {
 
   /** True once the process was started (something was registered). */
   get started(): boolean {
-    return this.child !== undefined;
+    return this.spawned;
   }
 
   private spawnChild(): void {
+    this.spawned = true;
     const program = guardianFile();
-    const stdio: Array<'pipe' | 'inherit' | number> = ['pipe', 'pipe', 'inherit'];
-    if (this.options.lockFd !== undefined) stdio.push(this.options.lockFd);
-    // Its own process group: a Ctrl-C or kill of our group must not take the guardian down with us.
-    const child = spawn(program, [this.target.nsPath], { detached: true, stdio });
-    this.child = child;
-    this.pending.push((line) => {
-      this.startupText = line;
-    });
-    createInterface({ input: child.stdout! }).on('line', (line) => this.pending.shift()?.(line));
-    child.stdin!.on('error', () => undefined); // EPIPE once it died: reported through 'exit'
-    const ended = (why: string) => {
-      if (this.exited) return;
-      this.exited = true;
-      if (!this.finished) this.deathReason = why;
-      for (const reply of this.pending.splice(0)) reply('exited');
-    };
-    this.exitPromise = new Promise((resolve) => {
-      child.on('exit', (code, signal) => {
-        ended(signal ? `it was killed by ${signal}` : `it exited with status ${code}`);
-        resolve();
-      });
-      child.on('error', (error) => {
-        ended(`${program} could not be started: ${error.message}`);
-        resolve();
-      });
-    });
+    try {
+      this.child = loadNative().spawnDetached(program, [this.target.nsPath], this.options.lockFd ?? -1);
+    } catch (error) {
+      // "starting PROGRAM: No such file or directory (ENOENT)"
+      const { message, code } = error as NodeJS.ErrnoException;
+      this.ended(`${message}${code ? ` (${code})` : ''}`);
+      return;
+    }
+    this.startupText = this.readLine();
+  }
+
+  /** It is gone (or never came): why, unless we were done with it anyway. */
+  private ended(why: string): void {
+    if (this.exited) return;
+    this.exited = true;
+    if (!this.finished) this.deathReason = why;
+  }
+
+  /** waitpid: blocking once it closed its pipes or was told "done"; a poll between batches otherwise. */
+  private reap(wait: boolean): ChildEnd | undefined {
+    if (!this.child || this.reaped) return undefined;
+    const end = loadNative().reapChild(this.child.pid, wait);
+    if (end !== undefined) this.reaped = true;
+    return end;
+  }
+
+  /** Its end of the pipes closed: it exited or was killed. */
+  private endedAtEof(): void {
+    const end = this.reap(true);
+    this.ended(end ? describeEnd(end) : 'it closed its pipes');
+  }
+
+  /** The next line it wrote, or 'exited' once it is gone. */
+  private readLine(): string {
+    const child = this.child;
+    if (!child || this.exited) return 'exited';
+    for (;;) {
+      const newline = this.unread.indexOf('\n');
+      if (newline >= 0) {
+        const line = this.unread.slice(0, newline);
+        this.unread = this.unread.slice(newline + 1);
+        return line;
+      }
+      let count: number;
+      try {
+        count = readSync(child.output, this.readBuffer, 0, this.readBuffer.length, null);
+      } catch (error) {
+        this.ended(`reading its replies failed: ${(error as Error).message}`);
+        return 'exited';
+      }
+      if (count === 0) {
+        this.endedAtEof();
+        return 'exited';
+      }
+      this.unread += this.readBuffer.toString('latin1', 0, count);
+    }
+  }
+
+  /** Writes every byte of text to its stdin; false when it is gone (EPIPE). */
+  private writeAll(text: string): boolean {
+    const child = this.child;
+    if (!child || this.exited) return false;
+    const bytes = Buffer.from(text, 'utf8');
+    try {
+      for (let at = 0; at < bytes.length; ) at += writeSync(child.input, bytes, at, bytes.length - at);
+      return true;
+    } catch {
+      this.endedAtEof();
+      return false;
+    }
   }
 
   private deathError(): IpcCkptError {
@@ -99,7 +156,11 @@ export class RollbackGuardian {
 
   /** True when the guardian died under us (it was started and exited before finish()). */
   get dead(): boolean {
-    return this.child !== undefined && this.exited && !this.finished;
+    if (this.spawned && !this.exited && !this.finished) {
+      const end = this.reap(false);
+      if (end !== undefined) this.ended(describeEnd(end));
+    }
+    return this.spawned && this.exited && !this.finished;
   }
 
   /** Throws when the guardian died under us: the run must roll back by itself and stop. */
@@ -109,12 +170,10 @@ export class RollbackGuardian {
 
   private send(line: string): Promise<void> {
     if (this.finished) return Promise.reject(new IpcCkptError('E_INTERNAL', 'rollback guardian already finished'));
-    const sent = this.chain.then(async () => {
-      if (!this.child) this.spawnChild();
+    const sent = this.chain.then(() => {
+      if (!this.spawned) this.spawnChild();
       this.throwIfDead();
-      const reply = new Promise<string>((resolve) => this.pending.push(resolve));
-      this.child!.stdin!.write(`${line}\n`);
-      const answer = await reply;
+      const answer = this.writeAll(`${line}\n`) ? this.readLine() : 'exited';
       if (answer !== 'ok') {
         if (answer === 'exited') throw this.deathError();
         throw new IpcCkptError('E_INTERNAL', `the rollback guardian refused '${line.slice(0, 80)}': ${answer}`);
@@ -199,8 +258,13 @@ export class RollbackGuardian {
     if (this.finished) return;
     await this.chain;
     this.finished = true;
-    if (!this.child) return;
-    if (!this.exited) this.child.stdin!.end('done\n');
-    await this.exitPromise;
+    const child = this.child;
+    if (!child) return;
+    if (!this.exited) this.writeAll('done\n');
+    // It exits at once on "done" (or is gone already); its exit releases its copy of the namespace lock.
+    this.reap(true);
+    this.exited = true;
+    closeSync(child.input);
+    closeSync(child.output);
   }
 }

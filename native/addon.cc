@@ -1,6 +1,7 @@
 // ipc_ckpt.node: the system-call half of ipc-ckpt. Its surface is declared in lib/native.ts.
 #include <napi.h>
 
+#include "detached_child.h"
 #include "file_lock.h"
 #include "namespace_session.h"
 
@@ -10,6 +11,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   NamespaceSession::Register(env);
   exports.Set("openNamespace", Napi::Function::New<NamespaceSession::OpenNamespace>(env, "openNamespace"));
   exports.Set("lockFile", Napi::Function::New<LockFile>(env, "lockFile"));
+  exports.Set("spawnDetached", Napi::Function::New<SpawnDetached>(env, "spawnDetached"));
+  exports.Set("reapChild", Napi::Function::New<ReapChild>(env, "reapChild"));
   return exports;
 }
 
