@@ -38,6 +38,48 @@ async function expectSameWholeAndTrickled(bytes: Buffer, options: DecoderOptions
   return whole;
 }
 
+/**
+ * The events of a decode as per-queue facts: each queue with all its messages (hex, however they were
+ * batched or grouped), the other events as they are, and how decoding ended.
+ */
+async function perQueueOutcome(input: ImageInput, options: DecoderOptions): Promise<unknown[]> {
+  const seen: unknown[] = [];
+  let current: { kind: 'queue'; id: number; offset: number; packed: string; count: number } | undefined;
+  const queueSeen = (id: number, offset: number) => {
+    current = { kind: 'queue', id, offset, packed: '', count: 0 };
+    seen.push(current);
+  };
+  const messagesSeen = (packed: Buffer, count: number) => {
+    if (!current) throw new Error('messages before any queue');
+    current.packed += packed.toString('hex');
+    current.count += count;
+  };
+  try {
+    for await (const event of decodeImage(input, options)) {
+      if (event.kind === 'queue') queueSeen(event.queue.id, event.offset);
+      else if (event.kind === 'messages') messagesSeen(event.packed, event.count);
+      else if (event.kind === 'queues') {
+        for (const entry of event.entries) {
+          queueSeen(entry.queue.id, entry.offset);
+          if (entry.count > 0) messagesSeen(entry.packed, entry.count);
+        }
+      } else seen.push(comparableEvent(event));
+    }
+  } catch (error) {
+    if (!(error instanceof IpcCkptError)) throw error;
+    seen.push({ error: error.message, code: error.code, offset: error.offset });
+  }
+  return seen;
+}
+
+/** groupQueues changes how queues are handed out, never what is read nor which error ends it (whole, trickled, in odd chunks). */
+async function expectSameGrouped(bytes: Buffer, options: DecoderOptions, chunkSizes: number[]): Promise<void> {
+  const expected = await perQueueOutcome(bytes, options);
+  for (const input of [() => bytes, () => inChunks(bytes, [1]), () => inChunks(bytes, chunkSizes)]) {
+    expect(await perQueueOutcome(input(), { ...options, groupQueues: true, reuseBatchBuffer: true })).toEqual(expected);
+  }
+}
+
 function queueOf(messages: MessageRecord[]): Image {
   const cbytes = messages.reduce((sum, message) => sum + message.body.length, 0);
   return { ...GOLDEN_MODEL, queues: [{ queue: { ...GOLDEN_MODEL.queues[0].queue, qnum: BigInt(messages.length), cbytes: BigInt(cbytes) }, messages }] };
@@ -134,6 +176,32 @@ describe('buffered fast path', () => {
       expect(await outcome(inChunks(image, [cut, image.length]), {})).toEqual(expected);
     }
   });
+
+  test('grouped queues (verifyImage\'s path) read any valid image as queue by queue does, in any chunking', async () => {
+    await fc.assert(
+      fc.asyncProperty(imageArb(6), fc.integer({ min: 1, max: 4000 }), fc.array(fc.integer({ min: 1, max: 700 }), { minLength: 1, maxLength: 8 }), async (image, messageBatchBytes, chunkSizes) => {
+        await expectSameGrouped(encodeImage(image), { messageBatchBytes }, chunkSizes);
+      }),
+      { numRuns: 80 },
+    );
+  }, PROPERTY_TIMEOUT_MS);
+
+  test('grouped queues fail a damaged image with the same error as queue by queue', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        imageArb(4),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 3 }),
+        fc.array(fc.integer({ min: 1, max: 500 }), { minLength: 1, maxLength: 6 }),
+        async (image, flips, chunkSizes) => {
+          const damaged = resealed(encodeImage(image), (body) => {
+            for (const [at, mask] of flips) body[at % body.length] ^= mask;
+          });
+          await expectSameGrouped(damaged, { messageBatchBytes: 300 }, chunkSizes);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  }, PROPERTY_TIMEOUT_MS);
 
   test('verifyImage counts the bytes and the largest message of messages read on either path', async () => {
     const messages = Array.from({ length: 40 }, (_, index) => ({ type: 1n, body: Buffer.alloc((index * 37) % 300, 3) }));
