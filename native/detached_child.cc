@@ -20,14 +20,6 @@ namespace {
 // sides (that would leave close-on-exec set).
 constexpr int kSourceFdFloor = 10;
 
-Napi::Error UsageError(Napi::Env env, const std::string& text) {
-  Napi::Error error = Napi::TypeError::New(env, text);
-  error.Value().Set("code", "E_INTERNAL");
-  error.Value().Set("errno", 0);
-  error.Value().Set("syscall", "");
-  return error;
-}
-
 // Closes the descriptors it owns on every path out.
 struct Descriptors {
   std::vector<int> fds;
@@ -54,7 +46,7 @@ struct Descriptors {
 
 Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsString() || !info[1].IsArray() || !info[2].IsNumber()) throw UsageError(env, "spawnDetached(program, args, inheritFd)");
+  if (!info[0].IsString() || !info[1].IsArray() || !info[2].IsNumber()) throw ArgumentError(env, "spawnDetached(program, args, inheritFd)");
   const std::string program = info[0].As<Napi::String>().Utf8Value();
   std::vector<std::string> args{program};
   Napi::Array list = info[1].As<Napi::Array>();
@@ -112,7 +104,7 @@ Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
 
 Napi::Value ReapChild(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber() || !info[1].IsBoolean()) throw UsageError(env, "reapChild(pid, wait)");
+  if (!info[0].IsNumber() || !info[1].IsBoolean()) throw ArgumentError(env, "reapChild(pid, wait)");
   const pid_t pid = info[0].As<Napi::Number>().Int32Value();
   const bool wait = info[1].As<Napi::Boolean>().Value();
   int status = 0;

@@ -24,6 +24,15 @@ ErrnoError& ErrnoError::WithNumber(const std::string& name, double value) {
   return *this;
 }
 
+Napi::Error ArgumentError(Napi::Env env, const std::string& message) {
+  Napi::Error error = Napi::TypeError::New(env, message);
+  Napi::Object object = error.Value();
+  object.Set("code", "E_INTERNAL");
+  object.Set("errno", 0);
+  object.Set("syscall", "");
+  return error;
+}
+
 Napi::Error ErrnoError::ToJs(Napi::Env env) const {
   Napi::Error error = Napi::Error::New(env, message_);
   Napi::Object object = error.Value();

@@ -41,3 +41,7 @@ class ErrnoError : public std::exception {
   std::string message_;
   std::vector<std::pair<std::string, double>> numbers_;
 };
+
+// A call that lib/ should never make (a wrong argument): a TypeError with the same fields as a native
+// failure (code E_INTERNAL, errno 0), so fromNative() can wrap it.
+Napi::Error ArgumentError(Napi::Env env, const std::string& message);

@@ -10,11 +10,7 @@
 Napi::Value LockFile(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || !info[1].IsString()) {
-    Napi::Error error = Napi::TypeError::New(env, "lockFile(fd, 'shared' | 'exclusive' | 'unlock')");
-    error.Value().Set("code", "E_INTERNAL");
-    error.Value().Set("errno", 0);
-    error.Value().Set("syscall", "");
-    throw error;
+    throw ArgumentError(env, "lockFile(fd, 'shared' | 'exclusive' | 'unlock')");
   }
   const int fd = info[0].As<Napi::Number>().Int32Value();
   const std::string mode = info[1].As<Napi::String>().Utf8Value();

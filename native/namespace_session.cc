@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "errno_error.h"
 #include "owning_user_namespace.h"
 
 namespace {
@@ -15,16 +16,6 @@ constexpr double kMaxSafeInteger = 9007199254740991.0;
 constexpr double kMaxUint32 = 4294967295.0;
 // uid/gid -1 means "leave unchanged" to the kernel, never a real owner.
 constexpr double kMaxOwnerId = kMaxUint32 - 1;
-
-// A call that lib/ should never make: same fields as a native failure, so fromNative() can wrap it.
-Napi::Error ArgumentError(Napi::Env env, const std::string& message) {
-  Napi::Error error = Napi::TypeError::New(env, message);
-  Napi::Object object = error.Value();
-  object.Set("code", "E_INTERNAL");
-  object.Set("errno", 0);
-  object.Set("syscall", "");
-  return error;
-}
 
 double IntegerValue(Napi::Env env, Napi::Value value, const std::string& what, double min, double max) {
   const double number = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : std::nan("");
