@@ -11,7 +11,8 @@ export type IdKind = 'uid' | 'gid';
 /** The id fields of a SysV queue (and of any owner with uid/gid): which map each goes through. */
 export const ID_FIELDS = { uid: 'uid', gid: 'gid', cuid: 'uid', cgid: 'gid' } as const satisfies Record<string, IdKind>;
 export type IdField = keyof typeof ID_FIELDS;
-const ID_FIELD_LIST = Object.keys(ID_FIELDS) as IdField[];
+/** The id fields in ID_FIELDS' order, as a list. */
+export const ID_FIELD_LIST = Object.keys(ID_FIELDS) as IdField[];
 export type IdFields = Partial<Record<IdField, number>>;
 
 /** The identity map of a user namespace's own view: every u32 id but (uid_t)-1. */

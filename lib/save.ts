@@ -8,7 +8,7 @@ import { ARCH_X86_64, IPCMNI, IpcMsgLayout } from './image/layout';
 import type { ImageHeader, NamespaceLimits, NumericQueueRecord, QueueRecord } from './image/model';
 import { ImageOutput, openOutputPath, planOutputPath, StreamImageOutput } from './image-output';
 import { FrozenCgroup } from './freezer';
-import { describeUnmapped, ID_FIELDS, IdField, namespaceIdsOf, NamespaceIds } from './id-mapping';
+import { describeUnmapped, ID_FIELD_LIST, ID_FIELDS, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
 import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
 import { LockOptions, NamespaceLock } from './namespace-lock';
@@ -165,7 +165,7 @@ const STAT_QBYTES = QUEUE_STAT_FIELDS.indexOf('qbytes');
 const STAT_LSPID = QUEUE_STAT_FIELDS.indexOf('lspid');
 const STAT_LRPID = QUEUE_STAT_FIELDS.indexOf('lrpid');
 /** The owner and creator fields of a packed stat: the record field, which map translates it, its place. */
-const ID_STAT_FIELDS = (Object.keys(ID_FIELDS) as IdField[]).map((field) => [field, ID_FIELDS[field], QUEUE_STAT_FIELDS.indexOf(field)] as const);
+const ID_STAT_FIELDS = ID_FIELD_LIST.map((field) => [field, ID_FIELDS[field], QUEUE_STAT_FIELDS.indexOf(field)] as const);
 
 /** Queue k's packed size by its listed stat: what one batch must hold for it. */
 function packedBytesAt(stats: Float64Array, k: number): number {

@@ -66,6 +66,27 @@ function writeU64(out: Buffer, at: number, value: number): void {
   out.writeUInt32LE((value - low) / TWO_TO_32, at + 4);
 }
 
+/**
+ * Every 32-bit word of an IPC_MSG at `at` (record header, nested perms header and padding as zero, ids,
+ * mode, pids): what queue() and queueInto() share; each writes the 64-bit fields in its own number type.
+ */
+function writeQueueWords(out: Buffer, at: number, queue: Pick<QueueRecord, 'id' | 'key' | 'uid' | 'gid' | 'cuid' | 'cgid' | 'mode' | 'lspid' | 'lrpid'>): void {
+  writeRecordHeader(out, at, RecordType.IPC_MSG, IpcMsgLayout.BYTES);
+  const perms = at + IpcMsgLayout.PERMS;
+  out.writeUInt32LE(0, perms + IpcPermsLayout.NESTED_HEADER);
+  out.writeUInt32LE(0, perms + IpcPermsLayout.NESTED_HEADER + 4);
+  out.writeInt32LE(queue.id, perms + IpcPermsLayout.ID);
+  out.writeUInt32LE(queue.key, perms + IpcPermsLayout.KEY);
+  out.writeUInt32LE(queue.uid, perms + IpcPermsLayout.UID);
+  out.writeUInt32LE(queue.gid, perms + IpcPermsLayout.GID);
+  out.writeUInt32LE(queue.cuid, perms + IpcPermsLayout.CUID);
+  out.writeUInt32LE(queue.cgid, perms + IpcPermsLayout.CGID);
+  out.writeUInt32LE(queue.mode, perms + IpcPermsLayout.MODE);
+  out.writeUInt32LE(0, perms + IpcPermsLayout.PADDING);
+  out.writeInt32LE(queue.lspid, at + IpcMsgLayout.Q_LSPID);
+  out.writeInt32LE(queue.lrpid, at + IpcMsgLayout.Q_LRPID);
+}
+
 /** Writes one message's record and BUFFER chunks at `at`; returns the offset after them. */
 function writeMessage(out: Buffer, at: number, typeLow: number, typeHigh: number, body: Buffer, bodyStart: number, size: number): number {
   let pos = at;
@@ -190,25 +211,15 @@ export class ImageEncoder {
   queue(queue: QueueRecord): Buffer {
     const problem = queueProblem(queue);
     if (problem !== undefined) throw cannotEncode(`queue id ${queue.id}`, problem);
-    const out = Buffer.alloc(IpcMsgLayout.BYTES);
-    writeRecordHeader(out, 0, RecordType.IPC_MSG, IpcMsgLayout.BYTES);
-    const perms = IpcMsgLayout.PERMS;
-    out.writeInt32LE(queue.id, perms + IpcPermsLayout.ID);
-    out.writeUInt32LE(queue.key, perms + IpcPermsLayout.KEY);
-    out.writeUInt32LE(queue.uid, perms + IpcPermsLayout.UID);
-    out.writeUInt32LE(queue.gid, perms + IpcPermsLayout.GID);
-    out.writeUInt32LE(queue.cuid, perms + IpcPermsLayout.CUID);
-    out.writeUInt32LE(queue.cgid, perms + IpcPermsLayout.CGID);
-    out.writeUInt32LE(queue.mode, perms + IpcPermsLayout.MODE);
-    out.writeBigUInt64LE(BigInt(queue.seq), perms + IpcPermsLayout.SEQ);
+    const out = Buffer.allocUnsafe(IpcMsgLayout.BYTES);
+    writeQueueWords(out, 0, queue);
+    out.writeBigUInt64LE(BigInt(queue.seq), IpcMsgLayout.PERMS + IpcPermsLayout.SEQ);
     out.writeBigUInt64LE(queue.stime, IpcMsgLayout.Q_STIME);
     out.writeBigUInt64LE(queue.rtime, IpcMsgLayout.Q_RTIME);
     out.writeBigUInt64LE(queue.ctime, IpcMsgLayout.Q_CTIME);
     out.writeBigUInt64LE(queue.cbytes, IpcMsgLayout.Q_CBYTES);
     out.writeBigUInt64LE(queue.qnum, IpcMsgLayout.Q_QNUM);
     out.writeBigUInt64LE(queue.qbytes, IpcMsgLayout.Q_QBYTES);
-    out.writeInt32LE(queue.lspid, IpcMsgLayout.Q_LSPID);
-    out.writeInt32LE(queue.lrpid, IpcMsgLayout.Q_LRPID);
     return out;
   }
 
@@ -221,27 +232,14 @@ export class ImageEncoder {
       const problem = queueProblem(queueRecordOfNumbers(queue)) ?? `a field is beyond ${Number.MAX_SAFE_INTEGER}`;
       throw cannotEncode(`queue id ${queue.id}`, problem);
     }
-    writeRecordHeader(out, at, RecordType.IPC_MSG, IpcMsgLayout.BYTES);
-    const perms = at + IpcMsgLayout.PERMS;
-    out.writeUInt32LE(0, perms + IpcPermsLayout.NESTED_HEADER);
-    out.writeUInt32LE(0, perms + IpcPermsLayout.NESTED_HEADER + 4);
-    out.writeInt32LE(queue.id, perms + IpcPermsLayout.ID);
-    out.writeUInt32LE(queue.key, perms + IpcPermsLayout.KEY);
-    out.writeUInt32LE(queue.uid, perms + IpcPermsLayout.UID);
-    out.writeUInt32LE(queue.gid, perms + IpcPermsLayout.GID);
-    out.writeUInt32LE(queue.cuid, perms + IpcPermsLayout.CUID);
-    out.writeUInt32LE(queue.cgid, perms + IpcPermsLayout.CGID);
-    out.writeUInt32LE(queue.mode, perms + IpcPermsLayout.MODE);
-    out.writeUInt32LE(0, perms + IpcPermsLayout.PADDING);
-    writeU64(out, perms + IpcPermsLayout.SEQ, queue.seq);
+    writeQueueWords(out, at, queue);
+    writeU64(out, at + IpcMsgLayout.PERMS + IpcPermsLayout.SEQ, queue.seq);
     writeU64(out, at + IpcMsgLayout.Q_STIME, queue.stime);
     writeU64(out, at + IpcMsgLayout.Q_RTIME, queue.rtime);
     writeU64(out, at + IpcMsgLayout.Q_CTIME, queue.ctime);
     writeU64(out, at + IpcMsgLayout.Q_CBYTES, queue.cbytes);
     writeU64(out, at + IpcMsgLayout.Q_QNUM, queue.qnum);
     writeU64(out, at + IpcMsgLayout.Q_QBYTES, queue.qbytes);
-    out.writeInt32LE(queue.lspid, at + IpcMsgLayout.Q_LSPID);
-    out.writeInt32LE(queue.lrpid, at + IpcMsgLayout.Q_LRPID);
     return at + IpcMsgLayout.BYTES;
   }
 

@@ -11,7 +11,7 @@ import { TestNamespace } from '../support/namespace';
 import { msgqTool } from '../support/msgq-tool';
 import { buildHammer } from '../support/hammer';
 import { runCli } from '../support/cli';
-import { namespaceState, runCliKilled, seededRandom, testSeed, waitUntilAlone } from './killed-run';
+import { namespaceState, runCliKilled, seededRandom, testSeed, timeGuardianLife, waitUntilAlone } from './killed-run';
 
 const GUARDIAN_KILLS = 20;
 /** Three createQueues batches (2,048 each): the guardian is asked again between them. */
@@ -121,14 +121,9 @@ test('the guardian SIGKILLed at random moments of a restore: ipc-ckpt rolls back
     const target = await TestNamespace.create();
     try {
       prepare(target);
-      let startedAt: number | undefined;
-      const watcher = setInterval(() => {
-        if (startedAt === undefined && guardiansOf(target.path).length > 0) startedAt = Date.now();
-      }, 1);
-      const result = await runCliKilled(['restore', '--ns', target.path, '-i', image], { delayMs: 10 * 60_000 });
-      clearInterval(watcher);
+      const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', target.path, '-i', image], () => guardiansOf(target.path).length > 0);
       expect(result.status).toBe(0);
-      return Math.max(2, Date.now() - (startedAt ?? Date.now()));
+      return lifeMs;
     } finally {
       await target.destroy();
     }

@@ -10,7 +10,7 @@ import { dumpNamespace, msgqTool, NamespaceDump } from '../support/msgq-tool';
 import { populateSample, SAMPLE_LIMITS } from '../support/sample-namespace';
 import { runCli } from '../support/cli';
 import { buildHammer } from '../support/hammer';
-import { namespaceState, NamespaceState, processesAt, runCliKilled, seededRandom, testSeed, waitUntilAlone } from './killed-run';
+import { namespaceState, NamespaceState, processesAt, runCliKilled, seededRandom, testSeed, timeGuardianLife, waitUntilAlone } from './killed-run';
 
 const FRESH_KILL_RUNS = 15;
 const EXISTING_KILL_RUNS = 25;
@@ -178,14 +178,9 @@ test('a restore killed while it creates queues leaves none of them behind', asyn
   const guardianLifeMs = await (async () => {
     const target = await TestNamespace.create();
     try {
-      let startedAt: number | undefined;
-      const watcher = setInterval(() => {
-        if (startedAt === undefined && processesAt(target).length > 0) startedAt = Date.now();
-      }, 1);
-      const result = await runCliKilled(['restore', '--ns', target.path, '-i', manyImage], { delayMs: 10 * 60_000 });
-      clearInterval(watcher);
+      const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', target.path, '-i', manyImage], () => processesAt(target).length > 0);
       expect(result.status).toBe(0);
-      return Math.max(2, Date.now() - (startedAt ?? Date.now()));
+      return lifeMs;
     } finally {
       await target.destroy();
     }

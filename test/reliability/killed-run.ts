@@ -68,6 +68,27 @@ export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.Process
   });
 }
 
+/** An unkilled run of `ipc-ckpt ...args` and how long its rollback guardian lived in it. */
+export interface GuardianLife {
+  result: KilledRun;
+  /** From the moment `present()` first held (polled every millisecond) to the CLI's exit; at least 2. */
+  lifeMs: number;
+}
+
+/**
+ * Runs `ipc-ckpt ...args` unkilled and times its guardian (`present()`: the guardian is up). Kill tests draw
+ * their delays within that life, so the kills land during the guarded work however fast this machine makes it.
+ */
+export async function timeGuardianLife(args: string[], present: () => boolean): Promise<GuardianLife> {
+  let startedAt: number | undefined;
+  const watcher = setInterval(() => {
+    if (startedAt === undefined && present()) startedAt = Date.now();
+  }, 1);
+  const result = await runCliKilled(args, { delayMs: 10 * 60_000 });
+  clearInterval(watcher);
+  return { result, lifeMs: Math.max(2, Date.now() - (startedAt ?? Date.now())) };
+}
+
 /** Pids (other than the namespace's holder and `others`) inside the namespace or about to enter it (nsenter, the guardian). */
 export function processesAt(ns: TestNamespace, ...others: number[]): number[] {
   const inode = ns.inode;

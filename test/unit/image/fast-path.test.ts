@@ -86,6 +86,15 @@ async function expectSameGrouped(bytes: Buffer, options: DecoderOptions, chunkSi
   }
 }
 
+/** Up to three bytes to damage: an offset (taken modulo the length) and a non-zero XOR mask each. */
+const flipsArb = fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 3 });
+
+function flipBytes(flips: Array<[number, number]>): (body: Buffer) => void {
+  return (body) => {
+    for (const [at, mask] of flips) body[at % body.length] ^= mask;
+  };
+}
+
 function queueOf(messages: MessageRecord[]): Image {
   const cbytes = messages.reduce((sum, message) => sum + message.body.length, 0);
   return { ...GOLDEN_MODEL, queues: [{ queue: { ...GOLDEN_MODEL.queues[0].queue, qnum: BigInt(messages.length), cbytes: BigInt(cbytes) }, messages }] };
@@ -115,13 +124,11 @@ describe('buffered fast path', () => {
     await fc.assert(
       fc.asyncProperty(
         imageArb(2),
-        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 3 }),
+        flipsArb,
         fc.boolean(),
         async (image, flips, reseal) => {
           const encoded = encodeImage(image);
-          const flip = (body: Buffer): void => {
-            for (const [at, mask] of flips) body[at % body.length] ^= mask;
-          };
+          const flip = flipBytes(flips);
           const damaged = reseal ? resealed(encoded, flip) : Buffer.from(encoded);
           if (!reseal) flip(damaged);
           await expectSameWholeAndTrickled(damaged, { messageBatchBytes: 300 });
@@ -196,12 +203,10 @@ describe('buffered fast path', () => {
     await fc.assert(
       fc.asyncProperty(
         imageArb(4),
-        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 3 }),
+        flipsArb,
         fc.array(fc.integer({ min: 1, max: 500 }), { minLength: 1, maxLength: 6 }),
         async (image, flips, chunkSizes) => {
-          const damaged = resealed(encodeImage(image), (body) => {
-            for (const [at, mask] of flips) body[at % body.length] ^= mask;
-          });
+          const damaged = resealed(encodeImage(image), flipBytes(flips));
           await expectSameGrouped(damaged, { messageBatchBytes: 300 }, chunkSizes);
         },
       ),
