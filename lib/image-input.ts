@@ -1,11 +1,13 @@
 // Where restore and verify read an image from. Restore reads it twice (validate everything, then
 // apply), so a stream such as stdin is spooled to a private temporary file on the first read.
-import { createReadStream, promises as fs } from 'node:fs';
+import { constants as fsConstants, createReadStream, promises as fs } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { addAbortSignal, Readable } from 'node:stream';
 import { IpcCkptError, throwIfAborted } from './errors';
+import { loadNative } from './native';
 import type { RollbackGuardian } from './rollback-guardian';
 
 const READ_CHUNK_BYTES = 1 << 20;
@@ -15,6 +17,13 @@ export interface ImageSource {
   readonly label: string;
   /** A fresh read of the whole image from its first byte. */
   read(): AsyncIterable<Buffer>;
+  /**
+   * Every read returns the bytes of the first one as long as stillUnchanged() says so (a read lease held
+   * since before the first read), so a later read need not be hashed again. False: hash every read.
+   */
+  readonly leased: boolean;
+  /** leased, and nobody has opened the file for writing or truncated it since (such an opener waits for close()). */
+  stillUnchanged(): boolean;
   /** Removes any spool file. */
   close(): Promise<void>;
 }
@@ -24,16 +33,33 @@ export interface ImageSourceOptions {
   guardian?: RollbackGuardian;
   /** Reading stops with the signal's reason between chunks (and while waiting for a stream). */
   signal?: AbortSignal;
+  /** The image will be read more than once: take a read lease on a file where one proves it unchanged. */
+  leaseForRereads?: boolean;
 }
+
+/**
+ * File systems where every write to a file goes through its inode on this machine, so that a read lease
+ * sees it. Not overlayfs (its upper and lower files can be written around the overlay), nor network or
+ * FUSE file systems (their server can change a file): there a restore hashes its second read too.
+ */
+const LEASE_PROVES_UNCHANGED = new Set([
+  0xef53, // ext2, ext3, ext4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+  0x01021994, // tmpfs
+  0xf2f52010, // f2fs
+]);
 
 function readError(label: string, error: unknown): IpcCkptError {
   const e = error as NodeJS.ErrnoException;
   return new IpcCkptError(e.code ?? 'E_INTERNAL', `reading the image ${label}: ${e.message}`, { errno: e.errno, syscall: e.syscall, cause: error });
 }
 
-async function* readFile(filePath: string, label: string, signal: AbortSignal | undefined): AsyncIterable<Buffer> {
+async function* readFile(file: string | FileHandle, label: string, signal: AbortSignal | undefined): AsyncIterable<Buffer> {
   try {
-    for await (const chunk of createReadStream(filePath, { highWaterMark: READ_CHUNK_BYTES })) {
+    // An open handle is read from its first byte on each call (positioned reads) and stays open.
+    const stream = typeof file === 'string' ? createReadStream(file, { highWaterMark: READ_CHUNK_BYTES }) : file.createReadStream({ start: 0, autoClose: false, highWaterMark: READ_CHUNK_BYTES });
+    for await (const chunk of stream) {
       throwIfAborted(signal);
       yield chunk as Buffer;
     }
@@ -43,25 +69,53 @@ async function* readFile(filePath: string, label: string, signal: AbortSignal | 
   }
 }
 
+/** A regular file, opened once: every read is of the same inode, even if its path is replaced meanwhile. */
 class FileImageSource implements ImageSource {
   constructor(
-    private readonly filePath: string,
+    private readonly handle: FileHandle,
+    readonly label: string,
+    readonly leased: boolean,
     private readonly signal: AbortSignal | undefined,
   ) {}
 
-  get label(): string {
-    return this.filePath;
+  static async open(filePath: string, options: ImageSourceOptions): Promise<FileImageSource> {
+    let handle: FileHandle | undefined;
+    try {
+      // O_NONBLOCK: a FIFO given by mistake must fail below, not wait for a writer here.
+      handle = await fs.open(filePath, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+      const stat = await handle.stat();
+      if (!stat.isFile()) throw new IpcCkptError('E_USAGE', `${filePath} is not a regular file`);
+      let leased = false;
+      if (options.leaseForRereads) {
+        const native = loadNative();
+        leased = LEASE_PROVES_UNCHANGED.has(native.fileSystemMagic(handle.fd)) && native.takeReadLease(handle.fd);
+      }
+      return new FileImageSource(handle, filePath, leased, options.signal);
+    } catch (error) {
+      await handle?.close().catch(() => undefined);
+      if (error instanceof IpcCkptError) throw error;
+      throw readError(filePath, error);
+    }
   }
 
   read(): AsyncIterable<Buffer> {
-    return readFile(this.filePath, this.label, this.signal);
+    return readFile(this.handle, this.label, this.signal);
   }
 
-  async close(): Promise<void> {}
+  stillUnchanged(): boolean {
+    return this.leased && loadNative().readLeaseHeld(this.handle.fd);
+  }
+
+  /** Closing releases the lease: a writer waiting in open() goes on. */
+  async close(): Promise<void> {
+    await this.handle.close();
+  }
 }
 
 class SpooledStreamSource implements ImageSource {
   readonly label = 'from the input stream';
+  // The spool is written before it is read again: its second read is hashed like the first.
+  readonly leased = false;
   private spoolPath: string | undefined;
   private spooled = false;
 
@@ -100,6 +154,10 @@ class SpooledStreamSource implements ImageSource {
     }
   }
 
+  stillUnchanged(): boolean {
+    return false;
+  }
+
   async close(): Promise<void> {
     if (!this.spoolPath) return;
     await fs.unlink(this.spoolPath).catch(() => undefined);
@@ -110,12 +168,5 @@ class SpooledStreamSource implements ImageSource {
 /** A file path, '-' for stdin, or a readable stream. */
 export async function openImageSource(input: string | Readable | AsyncIterable<Buffer>, options: ImageSourceOptions = {}): Promise<ImageSource> {
   if (typeof input !== 'string' || input === '-') return new SpooledStreamSource(typeof input === 'string' ? process.stdin : input, options);
-  try {
-    const stat = await fs.stat(input);
-    if (!stat.isFile()) throw new IpcCkptError('E_USAGE', `${input} is not a regular file`);
-  } catch (error) {
-    if (error instanceof IpcCkptError) throw error;
-    throw readError(input, error);
-  }
-  return new FileImageSource(input, options.signal);
+  return FileImageSource.open(input, options);
 }

@@ -388,6 +388,15 @@ export interface NativeBinding {
    */
   lockFile(fd: number, mode: 'shared' | 'exclusive' | 'unlock'): boolean;
   /**
+   * fcntl(fd, F_SETLEASE, F_RDLCK) on a read-only fd, its break signal off: true when held, false when the
+   * kernel refuses one (the file is open for writing somewhere, not ours, or leases are off). Throws otherwise.
+   */
+  takeReadLease(fd: number): boolean;
+  /** The lease is unbroken: nobody opened the file for writing or truncated it since (they wait until we release it). */
+  readLeaseHeld(fd: number): boolean;
+  /** fstatfs(fd).f_type. */
+  fileSystemMagic(fd: number): number;
+  /**
    * Starts program with args in a session of its own (posix_spawn, default signal dispositions); its stdin
    * reads from `input`, its stdout writes to `output` (both ours, close-on-exec), its stderr is ours;
    * inheritFd (-1: none) becomes its fd 3. Reap it with reapChild.

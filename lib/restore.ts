@@ -3,7 +3,7 @@
 // and puts every sysctl back (a guardian process does it if this process is killed).
 import type { Readable } from 'node:stream';
 import { IpcCkptError, throwIfAborted } from './errors';
-import { decodeImage, verifyImage } from './image/decoder';
+import { decodeImage, ImageEvent, verifyImage } from './image/decoder';
 import { INT32_MAX, IPCMNI } from './image/layout';
 import type { ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from './image/model';
 import { describeUnmapped, imageIdsToHost, namespaceIdsOf, NamespaceIds } from './id-mapping';
@@ -239,6 +239,30 @@ function corruptBetweenPasses(source: ImageSource): IpcCkptError {
   return new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
 }
 
+/**
+ * A second read of the validated image. A leased source's bytes are the validated ones as long as its lease
+ * holds, so that read is not hashed again; the lease (or else the digest) is checked at its 'end'.
+ */
+async function* rereadImage(source: ImageSource, options: { strictV16?: boolean; reuseBatchBuffer?: boolean }): AsyncGenerator<ImageEvent> {
+  try {
+    yield* decodeImage(source.read(), { ...options, unhashed: source.leased });
+  } catch (error) {
+    // It decoded once: a defect now is a change since.
+    if (error instanceof IpcCkptError && error.code === 'E_IMAGE_CORRUPT') {
+      throw new IpcCkptError('E_IMAGE_CORRUPT', `${corruptBetweenPasses(source).message}: ${error.message}`, { offset: error.offset, cause: error });
+    }
+    throw error;
+  }
+}
+
+/** At a second read's 'end': throws unless its bytes are provably those validated. */
+function checkReread(source: ImageSource, image: ImageSummary, end: { digest: Buffer }): void {
+  if (end.digest.toString('hex') !== image.digest) throw corruptBetweenPasses(source);
+  if (source.leased && !source.stillUnchanged()) {
+    throw new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} was opened for writing during the restore: it may differ from what was validated`);
+  }
+}
+
 /** Messages of several queues gathered into one packed buffer, so many small queues cost one crossing. */
 class SendBatch {
   /** Indexes into ImageSummary.queues, one per run of messages. */
@@ -332,9 +356,9 @@ class RestoreRun {
   private async restorePosixQueues(plan: PosixRestorePlan, image: ImageSummary, source: ImageSource): Promise<void> {
     const { limitWriter } = await namespaceIdsOf(this.ns, this.target.label);
     this.posix = new PosixQueueRestorer(this.ns, () => this.guardian, plan, limitWriter);
-    for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16 })) {
+    for await (const event of rereadImage(source, { strictV16: this.options.strictV16 })) {
       if (event.kind === 'posix-section' || event.kind === 'posix-queue' || event.kind === 'posix-messages') await this.posix.apply(event);
-      else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) throw corruptBetweenPasses(source);
+      else if (event.kind === 'end') checkReread(source, image, event);
     }
     await this.posix.finish();
   }
@@ -437,7 +461,7 @@ class RestoreRun {
       batch = new SendBatch();
     };
     try {
-      for await (const event of decodeImage(source.read(), { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
+      for await (const event of rereadImage(source, { strictV16: this.options.strictV16, reuseBatchBuffer: true })) {
         this.checkpoint();
         if (event.kind === 'queue') {
           const queue = image.queues[++index];
@@ -453,8 +477,8 @@ class RestoreRun {
             if (!batch.fits(event.packed)) await flush();
             batch.add(index, event.packed, event.count);
           }
-        } else if (event.kind === 'end' && event.digest.toString('hex') !== image.digest) {
-          throw corruptBetweenPasses(source);
+        } else if (event.kind === 'end') {
+          checkReread(source, image, event);
         }
       }
       await flush();
@@ -543,7 +567,7 @@ export async function restore(target: Target | undefined, input: string | Readab
 }
 
 async function restoreLocked(resolved: ResolvedTarget, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions, guardian: RollbackGuardian, started: bigint): Promise<RestoreSummary> {
-  const source = await openImageSource(input, { guardian, signal: options.signal });
+  const source = await openImageSource(input, { guardian, signal: options.signal, leaseForRereads: true });
   try {
     const image = await summarizeImage(source, options.strictV16);
     const ns = await openNamespace(resolved);

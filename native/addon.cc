@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "detached_child.h"
+#include "file_lease.h"
 #include "file_lock.h"
 #include "namespace_session.h"
 
@@ -11,6 +12,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   NamespaceSession::Register(env);
   exports.Set("openNamespace", Napi::Function::New<NamespaceSession::OpenNamespace>(env, "openNamespace"));
   exports.Set("lockFile", Napi::Function::New<LockFile>(env, "lockFile"));
+  exports.Set("takeReadLease", Napi::Function::New<TakeReadLease>(env, "takeReadLease"));
+  exports.Set("readLeaseHeld", Napi::Function::New<ReadLeaseHeld>(env, "readLeaseHeld"));
+  exports.Set("fileSystemMagic", Napi::Function::New<FileSystemMagic>(env, "fileSystemMagic"));
   exports.Set("spawnDetached", Napi::Function::New<SpawnDetached>(env, "spawnDetached"));
   exports.Set("reapChild", Napi::Function::New<ReapChild>(env, "reapChild"));
   return exports;

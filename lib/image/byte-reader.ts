@@ -22,7 +22,9 @@ export class ByteReader {
   private headPos = 0;
   /** Bytes of chunks[0] already hashed (only the head chunk is ever partly hashed). */
   private hashedPos = 0;
-  private hash: Hash | undefined = createHash('sha256');
+  /** Undefined when not hashing, or once the digest was taken. */
+  private hash: Hash | undefined;
+  private digestTaken = false;
   private ended = false;
   private readonly headerScratch = Buffer.alloc(RECORD_HEADER_BYTES);
   /** Buffered, unconsumed bytes. */
@@ -33,21 +35,30 @@ export class ByteReader {
   type = 0;
   len = 0;
 
-  constructor(private readonly source: AsyncIterator<unknown>) {}
+  /** hashing false: digestBefore() has no digest to give (the bytes are known good from elsewhere). */
+  constructor(
+    private readonly source: AsyncIterator<unknown>,
+    hashing = true,
+  ) {
+    if (hashing) this.hash = createHash('sha256');
+  }
 
-  static from(input: ImageInput): ByteReader {
-    if (input instanceof Uint8Array) return ByteReader.from([input]);
+  static from(input: ImageInput, hashing = true): ByteReader {
+    if (input instanceof Uint8Array) return ByteReader.from([input], hashing);
     const asyncIterable = input as Partial<AsyncIterable<unknown>>;
     if (typeof asyncIterable[Symbol.asyncIterator] === 'function') {
-      return new ByteReader((input as AsyncIterable<unknown>)[Symbol.asyncIterator]());
+      return new ByteReader((input as AsyncIterable<unknown>)[Symbol.asyncIterator](), hashing);
     }
     const iterable = input as Partial<Iterable<unknown>>;
     if (typeof iterable[Symbol.iterator] === 'function') {
       const iterator = (input as Iterable<unknown>)[Symbol.iterator]();
-      return new ByteReader({
-        next: async () => iterator.next(),
-        return: async () => iterator.return?.() ?? { done: true, value: undefined },
-      });
+      return new ByteReader(
+        {
+          next: async () => iterator.next(),
+          return: async () => iterator.return?.() ?? { done: true, value: undefined },
+        },
+        hashing,
+      );
     }
     throw new IpcCkptError('E_USAGE', 'image input is neither bytes, an iterable of chunks nor a readable stream');
   }
@@ -142,10 +153,12 @@ export class ByteReader {
     this.headPos = pos;
   }
 
-  /** The SHA-256 of every byte before the current offset; hashing stops here. */
-  digestBefore(): Buffer {
+  /** The SHA-256 of every byte before the current offset (undefined when not hashing); hashing stops here. */
+  digestBefore(): Buffer | undefined {
+    if (this.digestTaken) throw new IpcCkptError('E_INTERNAL', 'image reader: digest taken twice');
+    this.digestTaken = true;
     const hash = this.hash;
-    if (hash === undefined) throw new IpcCkptError('E_INTERNAL', 'image reader: digest taken twice');
+    if (hash === undefined) return undefined;
     if (this.chunks.length > 0 && this.headPos > this.hashedPos) {
       hash.update(this.chunks[0].subarray(this.hashedPos, this.headPos));
       this.hashedPos = this.headPos;

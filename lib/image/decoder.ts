@@ -56,6 +56,11 @@ export interface DecoderOptions {
    * event, instead of a 'queue' and a 'messages' event each (verifyImage: tens of thousands of small queues).
    */
   groupQueues?: boolean;
+  /**
+   * Skip SHA-256: only for bytes proven identical to an earlier read that was verified (a restore's second
+   * read of a file it holds a read lease on). 'end' then carries the digest the integrity record stores.
+   */
+  unhashed?: boolean;
 }
 
 export const DEFAULT_MESSAGE_BATCH_BYTES = 4 * 1024 * 1024;
@@ -750,7 +755,7 @@ class ImageDecoder {
     const digestLen = record.readUInt32LE(IntegrityLayout.DIGEST_LEN);
     if (digestLen !== SHA256_BYTES) throw corrupt(at, `integrity digest length ${digestLen}, expected ${SHA256_BYTES}`);
     const stored = Buffer.from(record.subarray(IntegrityLayout.DIGEST, IntegrityLayout.DIGEST + SHA256_BYTES));
-    if (!stored.equals(computed)) {
+    if (computed !== undefined && !stored.equals(computed)) {
       throw corrupt(at, `integrity check failed: the image records SHA-256 ${stored.toString('hex')}, its bytes hash to ${computed.toString('hex')}`);
     }
     const tail = await this.expectRecord(RecordType.TAIL, TailLayout.BYTES, 'TAIL (9001)');
@@ -758,7 +763,7 @@ class ImageDecoder {
     if (magic !== CHECKPOINT_MAGIC_TAIL) throw corrupt(tail.at, `TAIL magic ${hex64(magic)}, expected ${hex64(CHECKPOINT_MAGIC_TAIL)}`);
     const imageBytes = reader.offset;
     if (await reader.fill(1)) throw corrupt(imageBytes, 'unexpected bytes after TAIL');
-    return { kind: 'end', digest: computed, offset: at, imageBytes };
+    return { kind: 'end', digest: computed ?? stored, offset: at, imageBytes };
   }
 }
 
@@ -769,7 +774,7 @@ class ImageDecoder {
  * verified first (verifyImage).
  */
 export async function* decodeImage(input: ImageInput, options: DecoderOptions = {}): AsyncGenerator<ImageEvent> {
-  const reader = ByteReader.from(input);
+  const reader = ByteReader.from(input, options.unhashed !== true);
   try {
     yield* new ImageDecoder(reader, options).events();
   } finally {
@@ -806,6 +811,7 @@ export async function verifyImage(input: ImageInput, options: DecoderOptions = {
   let messageBytes = 0;
   let largestMessageBytes = 0;
   let posix: ImageSummary['posix'];
+  // The validating read: always hashed.
   const reader = ByteReader.from(input);
   const decoder = new ImageDecoder(reader, { ...options, reuseBatchBuffer: true, groupQueues: true });
   try {
