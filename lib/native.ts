@@ -150,29 +150,31 @@ export const COPY_REQUEST_FIELDS = ['id', 'maxCount', 'maxBytes', 'bufferSize'] 
  */
 export const QUEUE_STAT_FIELDS = ['id', 'key', 'uid', 'gid', 'cuid', 'cgid', 'mode', 'stime', 'rtime', 'ctime', 'cbytes', 'qnum', 'qbytes', 'lspid', 'lrpid'] as const;
 export const QUEUE_STAT_DOUBLES = QUEUE_STAT_FIELDS.length;
+/** Each field's place in a packed stat: stats[k * QUEUE_STAT_DOUBLES + QueueStatField.qnum]. */
+export const QueueStatField = Object.fromEntries(QUEUE_STAT_FIELDS.map((name, i) => [name, i])) as { readonly [F in (typeof QUEUE_STAT_FIELDS)[number]]: number };
 
 /** Stat number k of a packed array, as a QueueStat. */
 export function unpackQueueStat(stats: Float64Array, k: number): QueueStat {
   const o = k * QUEUE_STAT_DOUBLES;
-  const id = stats[o];
+  const id = stats[o + QueueStatField.id];
   return {
     id,
     index: id % 32768,
     seq: Math.floor(id / 32768),
-    key: stats[o + 1],
-    uid: stats[o + 2],
-    gid: stats[o + 3],
-    cuid: stats[o + 4],
-    cgid: stats[o + 5],
-    mode: stats[o + 6],
-    stime: BigInt(stats[o + 7]),
-    rtime: BigInt(stats[o + 8]),
-    ctime: BigInt(stats[o + 9]),
-    cbytes: stats[o + 10],
-    qnum: stats[o + 11],
-    qbytes: stats[o + 12],
-    lspid: stats[o + 13],
-    lrpid: stats[o + 14],
+    key: stats[o + QueueStatField.key],
+    uid: stats[o + QueueStatField.uid],
+    gid: stats[o + QueueStatField.gid],
+    cuid: stats[o + QueueStatField.cuid],
+    cgid: stats[o + QueueStatField.cgid],
+    mode: stats[o + QueueStatField.mode],
+    stime: BigInt(stats[o + QueueStatField.stime]),
+    rtime: BigInt(stats[o + QueueStatField.rtime]),
+    ctime: BigInt(stats[o + QueueStatField.ctime]),
+    cbytes: stats[o + QueueStatField.cbytes],
+    qnum: stats[o + QueueStatField.qnum],
+    qbytes: stats[o + QueueStatField.qbytes],
+    lspid: stats[o + QueueStatField.lspid],
+    lrpid: stats[o + QueueStatField.lrpid],
   };
 }
 

@@ -9,7 +9,7 @@ import type { ImageHeader, ImageIdMapping, NamespaceLimits, QueueRecord } from '
 import { describeUnmapped, imageIdsToHost, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { ImageSource, openImageSource } from './image-input';
 import { openNamespace } from './namespace';
-import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, packNewQueues, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, unpackQueueStat } from './native';
+import { MsgSysctlName, IpcSysctls, NativeNamespace, NewQueueRequest, packNewQueues, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, QueueStatField } from './native';
 import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
 import { RollbackGuardian } from './rollback-guardian';
@@ -35,6 +35,8 @@ export const NOT_RESTORABLE_FIELDS = ['stime', 'rtime', 'ctime', 'lspid', 'lrpid
 /** What the validation pass learns of one queue. */
 export interface ImageQueue {
   record: QueueRecord;
+  /** record.qbytes as a number (the decoder bounds it), converted once. */
+  qbytes: number;
   messages: number;
   messageBytes: number;
   largestMessage: number;
@@ -97,7 +99,7 @@ export interface RestoreSummary {
 
 /** The most a queue's qbytes must be while its messages are sent: msgsnd wants cbytes and qnum to fit. */
 function sendingQbytes(queue: ImageQueue): number {
-  return Math.max(Number(queue.record.qbytes), queue.messageBytes, queue.messages);
+  return Math.max(queue.qbytes, queue.messageBytes, queue.messages);
 }
 
 /** Message bytes a restore keeps from its validating pass instead of reading the image a second time. */
@@ -128,7 +130,7 @@ export async function summarizeImage(source: ImageSource, strictV16 = false): Pr
     limits: verified.limits,
     idMapping: verified.idMapping,
     // The decoder checked that q_qnum and q_cbytes match the messages that follow.
-    queues: verified.queues.map(({ queue, largestMessageBytes }) => ({ record: queue, messages: Number(queue.qnum), messageBytes: Number(queue.cbytes), largestMessage: largestMessageBytes })),
+    queues: verified.queues.map(({ queue, largestMessageBytes }) => ({ record: queue, qbytes: Number(queue.qbytes), messages: Number(queue.qnum), messageBytes: Number(queue.cbytes), largestMessage: largestMessageBytes })),
     digest: verified.digest.toString('hex'),
     ...(verified.posix ? { posix: { limits: verified.posix.limits, queues: verified.posix.queues.map((q) => q.queue) } } : {}),
   };
@@ -345,7 +347,7 @@ class RestoreRun {
       await this.createQueues(image);
       await this.sendMessages(image, source);
       // Most queues need nothing more: only those whose qbytes was raised for the sends cost a crossing.
-      for (const [index, queue] of image.queues.entries()) if (sendingQbytes(queue) !== Number(queue.record.qbytes)) await this.putQbytesBack(queue, this.hostIds(index));
+      for (const [index, queue] of image.queues.entries()) if (sendingQbytes(queue) !== queue.qbytes) await this.putQbytesBack(queue, this.hostIds(index));
     }
     for (const change of plan.final) await this.setSysctl(change);
     if (plan.posix) await this.restorePosixQueues(plan.posix, image, source);
@@ -500,30 +502,38 @@ class RestoreRun {
   /** A queue whose qbytes was raised so its messages could be sent gets the image's qbytes back. */
   private async putQbytesBack(queue: ImageQueue, host: QueueIds): Promise<void> {
     const { record } = queue;
-    await this.ns.setQueue(record.id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: Number(record.qbytes) });
+    await this.ns.setQueue(record.id, { uid: host.uid, gid: host.gid, mode: record.mode, qbytes: queue.qbytes });
   }
 
   /** Every created queue holds what the image says, field by restorable field (one listing of the target). */
   private async checkCreated(image: ImageSummary): Promise<void> {
     const stats = await this.ns.listQueueStats();
     const listed = new Map<number, number>();
-    for (let k = 0; k < stats.length / QUEUE_STAT_DOUBLES; k++) listed.set(stats[k * QUEUE_STAT_DOUBLES], k);
-    for (const [index, { record, messages, messageBytes }] of image.queues.entries()) {
+    for (let o = 0; o < stats.length; o += QUEUE_STAT_DOUBLES) listed.set(stats[o + QueueStatField.id], o);
+    for (const [index, { record, qbytes, messages, messageBytes }] of image.queues.entries()) {
       const host = this.hostIds(index);
-      const k = listed.get(record.id);
-      if (k === undefined) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
-      const stat = unpackQueueStat(stats, k);
-      // Compared field by field without building an object per queue: tens of thousands of queues are checked.
+      const o = listed.get(record.id);
+      if (o === undefined) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} is missing from the target`);
+      // Read straight from the listing, field by field: tens of thousands of queues are checked.
+      const key = stats[o + QueueStatField.key];
+      const uid = stats[o + QueueStatField.uid];
+      const gid = stats[o + QueueStatField.gid];
+      const cuid = stats[o + QueueStatField.cuid];
+      const cgid = stats[o + QueueStatField.cgid];
+      const mode = stats[o + QueueStatField.mode];
+      const qbytesNow = stats[o + QueueStatField.qbytes];
+      const qnum = stats[o + QueueStatField.qnum];
+      const cbytes = stats[o + QueueStatField.cbytes];
       const wrong =
-        stat.key !== record.key ? ['key', stat.key, record.key] :
-        stat.uid !== host.uid ? ['uid', stat.uid, host.uid] :
-        stat.gid !== host.gid ? ['gid', stat.gid, host.gid] :
-        stat.cuid !== host.cuid ? ['cuid', stat.cuid, host.cuid] :
-        stat.cgid !== host.cgid ? ['cgid', stat.cgid, host.cgid] :
-        stat.mode !== record.mode ? ['mode', stat.mode, record.mode] :
-        stat.qbytes !== Number(record.qbytes) ? ['qbytes', stat.qbytes, Number(record.qbytes)] :
-        stat.qnum !== messages ? ['qnum', stat.qnum, messages] :
-        stat.cbytes !== messageBytes ? ['cbytes', stat.cbytes, messageBytes] : undefined;
+        key !== record.key ? ['key', key, record.key] :
+        uid !== host.uid ? ['uid', uid, host.uid] :
+        gid !== host.gid ? ['gid', gid, host.gid] :
+        cuid !== host.cuid ? ['cuid', cuid, host.cuid] :
+        cgid !== host.cgid ? ['cgid', cgid, host.cgid] :
+        mode !== record.mode ? ['mode', mode, record.mode] :
+        qbytesNow !== qbytes ? ['qbytes', qbytesNow, qbytes] :
+        qnum !== messages ? ['qnum', qnum, messages] :
+        cbytes !== messageBytes ? ['cbytes', cbytes, messageBytes] : undefined;
       if (wrong) throw new IpcCkptError('E_VERIFY', `restored queue ${record.id} has ${wrong[0]} ${wrong[1]}, the image says ${wrong[2]}`);
     }
   }

@@ -117,7 +117,12 @@ function unsupported(offset: number, problem: string): IpcCkptError {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function isZero(bytes: Buffer): boolean {
-  for (const byte of bytes) if (byte !== 0) return false;
+  return isZeroRange(bytes, 0, bytes.length);
+}
+
+/** bytes[start, end) are all zero (no subarray: this runs once per queue record). */
+function isZeroRange(bytes: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (bytes[i] !== 0) return false;
   return true;
 }
 
@@ -489,7 +494,7 @@ class ImageDecoder {
 
   private parseQueue(at: number, record: Buffer): QueueRecord {
     const perms = IpcMsgLayout.PERMS;
-    if (!isZero(record.subarray(perms + IpcPermsLayout.NESTED_HEADER, perms + IpcPermsLayout.ID))) {
+    if (!isZeroRange(record, perms + IpcPermsLayout.NESTED_HEADER, perms + IpcPermsLayout.ID)) {
       throw corrupt(at, 'IPC_MSG nested perms header is not zero');
     }
     if (record.readUInt32LE(perms + IpcPermsLayout.PADDING) !== 0) throw corrupt(at, 'IPC_MSG perms padding is not zero');
