@@ -1,8 +1,8 @@
 // The ipc-ckpt command line. Exit codes: 0 success, 1 failure, 2 usage error. Images go to
 // stdout only when asked (-o -); progress, summaries and errors go to stderr.
 import { constants as osConstants } from 'node:os';
-import { Command, CommanderError, Option } from 'commander';
 import type { SingleBar } from 'cli-progress';
+import { CommandSpec, OptionSpec, parseCommandLine, ProgramSpec } from './cli-args';
 import { IpcCkptError } from './errors';
 import { PACKAGE_VERSION } from './package-info';
 import type { RestoreSummary } from './restore';
@@ -60,25 +60,24 @@ function runControl(flags: LockFlags) {
   };
 }
 
-function addLockOptions(command: Command): Command {
-  return command
-    .option('--wait <seconds>', "wait at most this long for another ipc-ckpt run on the same namespace (default: as long as it takes)")
-    .option('--no-wait', 'fail at once when another ipc-ckpt run holds the namespace (E_LOCKED)')
-    .addHelpText('after', 'SIGINT, SIGTERM and SIGHUP end the run rolled back (exit 130, 143, 129); after a SIGKILL the rollback guardian does it.');
-}
+const LOCK_OPTIONS: OptionSpec[] = [
+  { flags: '--wait <seconds>', description: 'wait at most this long for another ipc-ckpt run on the same namespace (default: as long as it takes)' },
+  { flags: '--no-wait', description: 'fail at once when another ipc-ckpt run holds the namespace (E_LOCKED)' },
+];
+const LOCK_HELP = ['SIGINT, SIGTERM and SIGHUP end the run rolled back (exit 130, 143, 129); after a SIGKILL the rollback guardian does it.'];
 
-function addTargetOptions(command: Command): Command {
-  return command
-    .addOption(new Option('--ns <path>', 'the IPC namespace file: /proc/PID/ns/ipc or a bind mount of one').conflicts('pid'))
-    .addOption(new Option('-t, --pid <pid>', "the IPC namespace of this process"))
-    .addHelpText('after', '\nWithout --ns or --pid the target is the caller\'s own IPC namespace.');
-}
+const TARGET_OPTIONS: OptionSpec[] = [
+  { flags: '--ns <path>', description: 'the IPC namespace file: /proc/PID/ns/ipc or a bind mount of one', conflicts: 'pid' },
+  { flags: '-t, --pid <pid>', description: 'the IPC namespace of this process' },
+];
+const TARGET_HELP = ['', "Without --ns or --pid the target is the caller's own IPC namespace."];
 
 /** --sysv-only / --posix-only: which kinds of message queue a command covers. */
-function addSelectionOptions(command: Command, verb: string): Command {
-  return command
-    .addOption(new Option('--sysv-only', `${verb} only the SysV message queues`).conflicts('posixOnly'))
-    .addOption(new Option('--posix-only', `${verb} only the POSIX message queues (mq_open, /dev/mqueue)`));
+function selectionOptions(verb: string): OptionSpec[] {
+  return [
+    { flags: '--sysv-only', description: `${verb} only the SysV message queues`, conflicts: 'posix-only' },
+    { flags: '--posix-only', description: `${verb} only the POSIX message queues (mq_open, /dev/mqueue)` },
+  ];
 }
 
 function humanBytes(bytes: number): string {
@@ -147,147 +146,176 @@ function printPlan(summary: RestoreSummary): void {
   process.stderr.write(`${lines.join('\n')}\n`);
 }
 
-export function buildProgram(): Command {
-  const program = new Command('ipc-ckpt')
-    .description('Checkpoint and restore the SysV and POSIX message queues of a Linux IPC namespace (v16 image format).')
-    .version(PACKAGE_VERSION)
-    .showHelpAfterError('(run with --help for usage)')
-    .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+type SaveFlags = TargetFlags & LockFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean };
+type RestoreFlags = TargetFlags & LockFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean };
+type InspectFlags = { json?: boolean; messages?: boolean };
+type VerifyFlags = TargetFlags & LockFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; ignoreOtherQueues?: boolean; quiescent?: boolean; json?: boolean };
+type CheckFlags = TargetFlags & { json?: boolean };
 
-  addLockOptions(
-  addTargetOptions(
-    addSelectionOptions(program
-      .command('save')
-      .description('save every message queue of an IPC namespace into an image (SysV: non-destructive, MSG_COPY; POSIX: each message taken and put back, with --freeze or --quiescent)')
-      .option('-o, --output <file>', "the image file, written atomically; '-' writes to stdout (never a terminal); an existing device, FIFO or /dev/stdout is written to, never replaced", '-')
-      .option('--freeze', "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed")
-      .option('--quiescent', 'assert that nothing sends or receives on the POSIX queues during the save (instead of --freeze): their messages are taken and put back')
-      .option('--strict-v16', 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, write host ids without the id-mapping record, and refuse POSIX queues')
-      .option('-q, --quiet', 'no progress bar and no summary line')
-      .option('--json', 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)'), 'save'),
-  ),
-  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
-    if (flags.output === '-' && process.stdout.isTTY) {
-      throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
+async function saveCommand(flags: SaveFlags): Promise<void> {
+  if (flags.output === '-' && process.stdout.isTTY) {
+    throw new IpcCkptError('E_USAGE', 'refusing to write an image to a terminal: give -o FILE, or pipe or redirect stdout');
+  }
+  const { save } = await import('./save');
+  if (flags.json) jsonStream = flags.output === '-' ? process.stderr : process.stdout;
+  const bar = progressBar('save', (flags.quiet || flags.json) ?? false);
+  try {
+    const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
+    bar.stop();
+    if (jsonStream) writeJson(jsonStream, summary);
+    else if (!flags.quiet) {
+      const where = flags.output === '-' ? 'stdout' : flags.output;
+      const extra = [summary.retries ? `${summary.retries} re-copied after changes` : '', summary.secondWaits ? `waited ${summary.secondWaits} time(s) for the next second (queues had just changed)` : '', summary.msgmaxRaised ? 'msgmax raised for the copy and put back' : ''].filter(Boolean);
+      const posix = summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : '';
+      process.stderr.write(`saved ${summary.queues} queue(s), ${summary.messages} message(s)${posix}, ${humanBytes(summary.messageBytes)} of messages in ${summary.seconds.toFixed(2)} s to ${where} (${humanBytes(summary.imageBytes)})${extra.length ? `; ${extra.join('; ')}` : ''}\n`);
     }
-    const { save } = await import('./save');
-    if (flags.json) jsonStream = flags.output === '-' ? process.stderr : process.stdout;
-    const bar = progressBar('save', (flags.quiet || flags.json) ?? false);
-    try {
-      const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
-      bar.stop();
-      if (jsonStream) writeJson(jsonStream, summary);
-      else if (!flags.quiet) {
-        const where = flags.output === '-' ? 'stdout' : flags.output;
-        const extra = [summary.retries ? `${summary.retries} re-copied after changes` : '', summary.secondWaits ? `waited ${summary.secondWaits} time(s) for the next second (queues had just changed)` : '', summary.msgmaxRaised ? 'msgmax raised for the copy and put back' : ''].filter(Boolean);
-        const posix = summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : '';
-        process.stderr.write(`saved ${summary.queues} queue(s), ${summary.messages} message(s)${posix}, ${humanBytes(summary.messageBytes)} of messages in ${summary.seconds.toFixed(2)} s to ${where} (${humanBytes(summary.imageBytes)})${extra.length ? `; ${extra.join('; ')}` : ''}\n`);
-      }
-    } finally {
-      bar.stop();
-    }
-  });
-
-  addLockOptions(
-  addTargetOptions(
-    addSelectionOptions(program
-      .command('restore')
-      .description('recreate the queues of an image in an IPC namespace: same ids, keys, owners, modes, qbytes and messages; all or nothing')
-      .option('-i, --input <file>', "the image file; '-' reads stdin", '-')
-      .option('--dry-run', 'validate the image, print the plan, change nothing')
-      .option('--keep-limits', "keep the target's msgmax/msgmnb/msgmni instead of setting the image's")
-      .option('--strict-v16', 'refuse images that use the widened message record or the id-mapping record')
-      .option('-q, --quiet', 'no progress bar and no summary line')
-      .option('--json', 'the summary (with the plan) as one JSON document on stdout'), 'restore'),
-  ),
-  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean }) => {
-    if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
-    const { restore } = await import('./restore');
-    if (flags.json) jsonStream = process.stdout;
-    const bar = progressBar('restore', (flags.quiet || flags.json) ?? false);
-    try {
-      const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, onProgress: bar.onProgress, ...runControl(flags) });
-      bar.stop();
-      if (jsonStream) writeJson(jsonStream, summary);
-      else if (flags.dryRun) printPlan(summary);
-      else if (!flags.quiet) {
-        process.stderr.write(
-          `restored ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)}${summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : ''} into ${summary.plan.target} in ${summary.seconds.toFixed(2)} s; ` +
-            `not restorable from userspace, left to the kernel: ${summary.notRestored.join(', ')}\n`,
-        );
-      }
-    } finally {
-      bar.stop();
-    }
-  });
-
-  program
-    .command('inspect')
-    .description('show what an image holds (the integrity record is checked)')
-    .argument('[file]', "the image file; '-' or nothing reads stdin", '-')
-    .option('--json', 'one JSON document with every saved field')
-    .option('--messages', "add each message's type, size and body (base64 in JSON, a preview in the table)")
-    .action(async (file: string, flags: { json?: boolean; messages?: boolean }) => {
-      if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
-      if (flags.json) jsonStream = process.stdout;
-      const [{ openImageSource }, { formatInspectJson, formatInspectTable, inspect }] = await Promise.all([import('./image-input'), import('./inspect')]);
-      const source = await openImageSource(file, { signal: interruption.controller.signal });
-      try {
-        const report = await inspect(source.read(), { messages: flags.messages });
-        process.stdout.write(flags.json ? formatInspectJson(report) : formatInspectTable(report, { messages: flags.messages }));
-      } finally {
-        await source.close();
-      }
-    });
-
-  addLockOptions(
-  addTargetOptions(
-    addSelectionOptions(program
-      .command('verify')
-      .description('compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences')
-      .requiredOption('-i, --input <file>', "the image file; '-' reads stdin")
-      .option('--ignore-limits', 'do not compare msgmax/msgmnb/msgmni or the POSIX limits (after restore --keep-limits)')
-      .option('--ignore-other-queues', "compare only the image's queues: the namespace's other queues are not differences")
-      .option('--quiescent', 'assert that nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back')
-      .option('--json', 'the result as one JSON document on stdout (exit 1 still means different)'), 'compare'),
-  ),
-  ).action(async (flags: TargetFlags & LockFlags & SelectionFlags & { input: string; ignoreLimits?: boolean; ignoreOtherQueues?: boolean; quiescent?: boolean; json?: boolean }) => {
-    if (flags.json) jsonStream = process.stdout;
-    const { verify } = await import('./verify');
-    const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, ignoreOtherQueues: flags.ignoreOtherQueues, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, ...runControl(flags) });
-    if (!result.equal) process.exitCode = EXIT_FAILURE;
-    if (jsonStream) {
-      writeJson(jsonStream, result);
-      return;
-    }
-    const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}; ${result.idView}`;
-    if (result.equal) {
-      process.stdout.write(`equal: ${result.queues} queue(s), ${result.messages} message(s); ${skipped}\n`);
-    } else {
-      process.stdout.write(`different:\n  ${result.differences.join('\n  ')}\n${skipped}\n`);
-    }
-  });
-
-  addTargetOptions(
-    program
-      .command('check')
-      .description('say whether this kernel and these privileges can save and restore (exit 0 when both can)')
-      .option('--json', 'the findings as JSON'),
-  ).action(async (flags: TargetFlags & { json?: boolean }) => {
-    const { check } = await import('./check');
-    if (flags.json) jsonStream = process.stdout;
-    const result = await check(targetOf(flags));
-    if (jsonStream) writeJson(jsonStream, result);
-    else {
-      for (const f of result.findings) process.stdout.write(`${f.status.padEnd(4)} ${f.subject}: ${f.text}\n`);
-      process.stdout.write(`save: ${result.canSave ? 'can work' : 'cannot work'}; restore: ${result.canRestore ? 'can work' : 'cannot work'}\n`);
-    }
-    if (!result.canSave || !result.canRestore) process.exitCode = EXIT_FAILURE;
-  });
-
-  return program;
+  } finally {
+    bar.stop();
+  }
 }
+
+async function restoreCommand(flags: RestoreFlags): Promise<void> {
+  if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
+  const { restore } = await import('./restore');
+  if (flags.json) jsonStream = process.stdout;
+  const bar = progressBar('restore', (flags.quiet || flags.json) ?? false);
+  try {
+    const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, onProgress: bar.onProgress, ...runControl(flags) });
+    bar.stop();
+    if (jsonStream) writeJson(jsonStream, summary);
+    else if (flags.dryRun) printPlan(summary);
+    else if (!flags.quiet) {
+      process.stderr.write(
+        `restored ${summary.queues} queue(s), ${summary.messages} message(s), ${humanBytes(summary.messageBytes)}${summary.posixQueues ? ` and ${summary.posixQueues} POSIX queue(s) with ${summary.posixMessages} message(s)` : ''} into ${summary.plan.target} in ${summary.seconds.toFixed(2)} s; ` +
+          `not restorable from userspace, left to the kernel: ${summary.notRestored.join(', ')}\n`,
+      );
+    }
+  } finally {
+    bar.stop();
+  }
+}
+
+async function inspectCommand(flags: InspectFlags, file: string): Promise<void> {
+  if (file === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give a FILE or pipe one in');
+  if (flags.json) jsonStream = process.stdout;
+  const [{ openImageSource }, { formatInspectJson, formatInspectTable, inspect }] = await Promise.all([import('./image-input'), import('./inspect')]);
+  const source = await openImageSource(file, { signal: interruption.controller.signal });
+  try {
+    const report = await inspect(source.read(), { messages: flags.messages });
+    process.stdout.write(flags.json ? formatInspectJson(report) : formatInspectTable(report, { messages: flags.messages }));
+  } finally {
+    await source.close();
+  }
+}
+
+async function verifyCommand(flags: VerifyFlags): Promise<void> {
+  if (flags.json) jsonStream = process.stdout;
+  const { verify } = await import('./verify');
+  const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, ignoreOtherQueues: flags.ignoreOtherQueues, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, ...runControl(flags) });
+  if (!result.equal) process.exitCode = EXIT_FAILURE;
+  if (jsonStream) {
+    writeJson(jsonStream, result);
+    return;
+  }
+  const skipped = `not compared (not restorable from userspace): ${result.skippedFields.join(', ')}; ${result.idView}`;
+  if (result.equal) {
+    process.stdout.write(`equal: ${result.queues} queue(s), ${result.messages} message(s); ${skipped}\n`);
+  } else {
+    process.stdout.write(`different:\n  ${result.differences.join('\n  ')}\n${skipped}\n`);
+  }
+}
+
+async function checkCommand(flags: CheckFlags): Promise<void> {
+  const { check } = await import('./check');
+  if (flags.json) jsonStream = process.stdout;
+  const result = await check(targetOf(flags));
+  if (jsonStream) writeJson(jsonStream, result);
+  else {
+    for (const f of result.findings) process.stdout.write(`${f.status.padEnd(4)} ${f.subject}: ${f.text}\n`);
+    process.stdout.write(`save: ${result.canSave ? 'can work' : 'cannot work'}; restore: ${result.canRestore ? 'can work' : 'cannot work'}\n`);
+  }
+  if (!result.canSave || !result.canRestore) process.exitCode = EXIT_FAILURE;
+}
+
+type Action = (flags: never, argument: string) => Promise<void>;
+
+/** Every command: its options (the --help text is made from them) and what it runs. */
+const COMMANDS: Array<CommandSpec & { action: Action }> = [
+  {
+    name: 'save',
+    description: 'save every message queue of an IPC namespace into an image (SysV: non-destructive, MSG_COPY; POSIX: each message taken and put back, with --freeze or --quiescent)',
+    options: [
+      { flags: '-o, --output <file>', description: "the image file, written atomically; '-' writes to stdout (never a terminal); an existing device, FIFO or /dev/stdout is written to, never replaced", default: '-' },
+      { flags: '--freeze', description: "freeze the target pid's cgroup during the save (cgroup v1 freezer or v2 cgroup.freeze), always thawed" },
+      { flags: '--quiescent', description: 'assert that nothing sends or receives on the POSIX queues during the save (instead of --freeze): their messages are taken and put back' },
+      { flags: '--strict-v16', description: 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, write host ids without the id-mapping record, and refuse POSIX queues' },
+      { flags: '-q, --quiet', description: 'no progress bar and no summary line' },
+      { flags: '--json', description: 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)' },
+      ...selectionOptions('save'),
+      ...TARGET_OPTIONS,
+      ...LOCK_OPTIONS,
+    ],
+    after: [...TARGET_HELP, ...LOCK_HELP],
+    action: saveCommand,
+  },
+  {
+    name: 'restore',
+    description: 'recreate the queues of an image in an IPC namespace: same ids, keys, owners, modes, qbytes and messages; all or nothing',
+    options: [
+      { flags: '-i, --input <file>', description: "the image file; '-' reads stdin", default: '-' },
+      { flags: '--dry-run', description: 'validate the image, print the plan, change nothing' },
+      { flags: '--keep-limits', description: "keep the target's msgmax/msgmnb/msgmni instead of setting the image's" },
+      { flags: '--strict-v16', description: 'refuse images that use the widened message record or the id-mapping record' },
+      { flags: '-q, --quiet', description: 'no progress bar and no summary line' },
+      { flags: '--json', description: 'the summary (with the plan) as one JSON document on stdout' },
+      ...selectionOptions('restore'),
+      ...TARGET_OPTIONS,
+      ...LOCK_OPTIONS,
+    ],
+    after: [...TARGET_HELP, ...LOCK_HELP],
+    action: restoreCommand,
+  },
+  {
+    name: 'inspect',
+    description: 'show what an image holds (the integrity record is checked)',
+    argument: { name: 'file', description: "the image file; '-' or nothing reads stdin", default: '-' },
+    options: [
+      { flags: '--json', description: 'one JSON document with every saved field' },
+      { flags: '--messages', description: "add each message's type, size and body (base64 in JSON, a preview in the table)" },
+    ],
+    action: inspectCommand,
+  },
+  {
+    name: 'verify',
+    description: 'compare a live IPC namespace with an image: exit 0 when equal, 1 with the differences',
+    options: [
+      { flags: '-i, --input <file>', description: "the image file; '-' reads stdin", required: true },
+      { flags: '--ignore-limits', description: 'do not compare msgmax/msgmnb/msgmni or the POSIX limits (after restore --keep-limits)' },
+      { flags: '--ignore-other-queues', description: "compare only the image's queues: the namespace's other queues are not differences" },
+      { flags: '--quiescent', description: 'assert that nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back' },
+      { flags: '--json', description: 'the result as one JSON document on stdout (exit 1 still means different)' },
+      ...selectionOptions('compare'),
+      ...TARGET_OPTIONS,
+      ...LOCK_OPTIONS,
+    ],
+    after: [...TARGET_HELP, ...LOCK_HELP],
+    action: verifyCommand,
+  },
+  {
+    name: 'check',
+    description: 'say whether this kernel and these privileges can save and restore (exit 0 when both can)',
+    options: [{ flags: '--json', description: 'the findings as JSON' }, ...TARGET_OPTIONS],
+    after: TARGET_HELP,
+    action: checkCommand,
+  },
+];
+
+export const PROGRAM: ProgramSpec = {
+  name: 'ipc-ckpt',
+  description: 'Checkpoint and restore the SysV and POSIX message queues of a Linux IPC namespace (v16 image format).',
+  version: PACKAGE_VERSION,
+  commands: COMMANDS,
+};
 
 /** Runs the CLI; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -295,7 +323,6 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code !== 'EPIPE') throw error;
   });
-  const program = buildProgram();
   jsonStream = undefined;
   // A signal does not kill the run: it aborts it, and the run rolls back and ends in order.
   const onSignal = (name: EndingSignal) => {
@@ -305,17 +332,19 @@ export async function main(argv: string[]): Promise<number> {
   };
   for (const name of ENDING_SIGNALS) process.on(name, onSignal);
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    const parsed = parseCommandLine(PROGRAM, argv);
+    if (parsed.kind === 'text') {
+      process.stdout.write(parsed.text);
+      return EXIT_OK;
+    }
+    const command = COMMANDS.find((c) => c.name === parsed.command.name);
+    await command?.action(parsed.flags as never, parsed.argument ?? '');
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
   } catch (error) {
     if (error instanceof IpcCkptError && error.code === 'E_INTERRUPTED' && interruption.received) {
       if (jsonStream) writeJson(jsonStream, errorDocument(error));
       if (jsonStream !== process.stderr) process.stderr.write(`ipc-ckpt: ${error.message}\n`);
       return 128 + osConstants.signals[interruption.received];
-    }
-    if (error instanceof CommanderError) {
-      // --help and --version end through here too, with exit code 0.
-      return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     // With --json a failure is one error document on the JSON stream (and the text line too, unless that stream is stderr).
     if (jsonStream && !(error instanceof IpcCkptError && error.code === 'E_USAGE')) {
