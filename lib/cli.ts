@@ -146,6 +146,20 @@ function printPlan(summary: RestoreSummary): void {
   process.stderr.write(`${lines.join('\n')}\n`);
 }
 
+/**
+ * The command line's process is ours, so it keeps freed heap for reuse (the API leaves its embedding
+ * process's heap alone). A save or restore allocates and frees buffers of megabytes at a high rate, and
+ * glibc's defaults unmap each one and fault it in anew: a 1 GiB save to stdout took 480,000 page faults
+ * and 1.86 s, with these thresholds 27,000 and 0.89 s (peak RSS 100 -> 122 MB).
+ */
+const HEAP_MMAP_THRESHOLD_BYTES = 32 << 20;
+const HEAP_TRIM_THRESHOLD_BYTES = 64 << 20;
+
+async function keepFreedHeap(): Promise<void> {
+  const { loadNative } = await import('./native');
+  loadNative().keepFreedHeap(HEAP_MMAP_THRESHOLD_BYTES, HEAP_TRIM_THRESHOLD_BYTES);
+}
+
 type SaveFlags = TargetFlags & LockFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean };
 type RestoreFlags = TargetFlags & LockFlags & SelectionFlags & { input: string; dryRun?: boolean; keepLimits?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean };
 type InspectFlags = { json?: boolean; messages?: boolean };
@@ -158,6 +172,7 @@ async function saveCommand(flags: SaveFlags): Promise<void> {
   }
   const { save } = await import('./save');
   if (flags.json) jsonStream = flags.output === '-' ? process.stderr : process.stdout;
+  await keepFreedHeap();
   const bar = progressBar('save', (flags.quiet || flags.json) ?? false);
   try {
     const summary = await save(targetOf(flags), flags.output, { freeze: flags.freeze, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, strictV16: flags.strictV16, onProgress: bar.onProgress, ...runControl(flags) });
@@ -178,6 +193,7 @@ async function restoreCommand(flags: RestoreFlags): Promise<void> {
   if (flags.input === '-' && process.stdin.isTTY) throw new IpcCkptError('E_USAGE', 'no image on stdin (it is a terminal): give -i FILE or pipe one in');
   const { restore } = await import('./restore');
   if (flags.json) jsonStream = process.stdout;
+  await keepFreedHeap();
   const bar = progressBar('restore', (flags.quiet || flags.json) ?? false);
   try {
     const summary = await restore(targetOf(flags), flags.input, { dryRun: flags.dryRun, keepLimits: flags.keepLimits, strictV16: flags.strictV16, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, onProgress: bar.onProgress, ...runControl(flags) });
@@ -211,6 +227,7 @@ async function inspectCommand(flags: InspectFlags, file: string): Promise<void> 
 async function verifyCommand(flags: VerifyFlags): Promise<void> {
   if (flags.json) jsonStream = process.stdout;
   const { verify } = await import('./verify');
+  await keepFreedHeap();
   const result = await verify(targetOf(flags), flags.input, { ignoreLimits: flags.ignoreLimits, ignoreOtherQueues: flags.ignoreOtherQueues, quiescent: flags.quiescent, sysvOnly: flags.sysvOnly, posixOnly: flags.posixOnly, ...runControl(flags) });
   if (!result.equal) process.exitCode = EXIT_FAILURE;
   if (jsonStream) {

@@ -399,6 +399,11 @@ export interface NativeBinding {
   /** fstatfs(fd).f_type. */
   fileSystemMagic(fd: number): number;
   /**
+   * mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD for the whole process: allocations below the first come
+   * from the heap, and up to the second of free heap is kept. True when both took.
+   */
+  keepFreedHeap(mmapThresholdBytes: number, trimThresholdBytes: number): boolean;
+  /**
    * Starts program with args in a session of its own (posix_spawn, default signal dispositions); its stdin
    * reads from `input`, its stdout writes to `output` (both ours, close-on-exec), its stderr is ours;
    * inheritFd (-1: none) becomes its fd 3. Reap it with reapChild.

@@ -4,6 +4,7 @@
 #include "detached_child.h"
 #include "file_lease.h"
 #include "file_lock.h"
+#include "heap_policy.h"
 #include "namespace_session.h"
 
 namespace {
@@ -15,6 +16,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("takeReadLease", Napi::Function::New<TakeReadLease>(env, "takeReadLease"));
   exports.Set("readLeaseHeld", Napi::Function::New<ReadLeaseHeld>(env, "readLeaseHeld"));
   exports.Set("fileSystemMagic", Napi::Function::New<FileSystemMagic>(env, "fileSystemMagic"));
+  exports.Set("keepFreedHeap", Napi::Function::New<KeepFreedHeap>(env, "keepFreedHeap"));
   exports.Set("spawnDetached", Napi::Function::New<SpawnDetached>(env, "spawnDetached"));
   exports.Set("reapChild", Napi::Function::New<ReapChild>(env, "reapChild"));
   return exports;
