@@ -12,7 +12,9 @@
       "target_name": "ipc-ckpt-guardian",
       "type": "executable",
       "sources": ["<!@(node -p \"require('./native/guardian-sources.json').join(' ')\")"],
-      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"]
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
+      # It starts on every restore and most saves: no libstdc++ to load and relocate.
+      "ldflags": ["-static-libstdc++", "-static-libgcc"]
     }
   ]
 }
