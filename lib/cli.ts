@@ -146,18 +146,9 @@ function printPlan(summary: RestoreSummary): void {
   process.stderr.write(`${lines.join('\n')}\n`);
 }
 
-/**
- * The command line's process is ours, so it keeps freed heap for reuse (the API leaves its embedding
- * process's heap alone). A save or restore allocates and frees buffers of megabytes at a high rate, and
- * glibc's defaults unmap each one and fault it in anew: a 1 GiB save to stdout took 480,000 page faults
- * and 1.86 s, with these thresholds 27,000 and 0.89 s (peak RSS 100 -> 122 MB).
- */
-const HEAP_MMAP_THRESHOLD_BYTES = 32 << 20;
-const HEAP_TRIM_THRESHOLD_BYTES = 64 << 20;
-
+/** The command line's process is its own: it keeps freed heap for reuse (lib/heap-policy.ts). */
 async function keepFreedHeap(): Promise<void> {
-  const { loadNative } = await import('./native');
-  loadNative().keepFreedHeap(HEAP_MMAP_THRESHOLD_BYTES, HEAP_TRIM_THRESHOLD_BYTES);
+  (await import('./heap-policy')).keepFreedHeap();
 }
 
 type SaveFlags = TargetFlags & LockFlags & SelectionFlags & { output: string; freeze?: boolean; quiescent?: boolean; strictV16?: boolean; quiet?: boolean; json?: boolean };

@@ -10,6 +10,7 @@ export type { CheckResult, CheckFinding } from './check';
 export { inspect } from './inspect';
 export type { InspectReport } from './inspect';
 export { IpcCkptError } from './errors';
+export { keepFreedHeap } from './heap-policy';
 export type { IpcCkptCode } from './errors';
 export type { Target } from './target';
 export type { ImageHeader, ImageIdMapping, IdExtent, NamespaceLimits, QueueRecord, MessageRecord } from './image/model';

@@ -152,6 +152,28 @@ async function exercisePosixQueues(ns) {
   await ns.writeMqueueLimit('msg_max', limits.msg_max);
 }
 
+/** The calls that touch no namespace: read leases, fstatfs, the heap policy. */
+function exerciseFileCalls() {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sanitize-')), 'leased');
+  fs.writeFileSync(file, 'bytes');
+  const fd = fs.openSync(file, 'r');
+  try {
+    assert.equal(typeof addon.fileSystemMagic(fd), 'number');
+    assert.equal(addon.takeReadLease(fd), true);
+    assert.equal(addon.readLeaseHeld(fd), true);
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.throws(() => addon.takeReadLease(1 << 20), { code: 'EBADF' });
+  assert.throws(() => addon.fileSystemMagic('x'));
+  // libasan's and valgrind's allocators answer mallopt as they like: only the call is exercised here.
+  assert.equal(typeof addon.keepFreedHeap(32 << 20, 64 << 20), 'boolean');
+  assert.throws(() => addon.keepFreedHeap(0, 0));
+  fs.rmSync(path.dirname(file), { recursive: true });
+}
+
 async function main() {
   const target = await freshNamespace();
   try {
@@ -159,6 +181,7 @@ async function main() {
   } finally {
     target.end();
   }
+  exerciseFileCalls();
   process.stdout.write('sanitize-exercise: every native call behaved\n');
 }
 
