@@ -32,17 +32,18 @@ export interface CommandSpec {
   after?: string[];
 }
 
-export interface ProgramSpec {
+/** C: the caller's command type (a CommandSpec with, say, its action), handed back by parseCommandLine. */
+export interface ProgramSpec<C extends CommandSpec = CommandSpec> {
   name: string;
   description: string;
   version: string;
-  commands: CommandSpec[];
+  commands: C[];
 }
 
 /** What a command line asks for: text to print (help, version), or a command to run. */
-export type ParsedCommandLine =
+export type ParsedCommandLine<C extends CommandSpec = CommandSpec> =
   | { kind: 'text'; text: string }
-  | { kind: 'command'; command: CommandSpec; flags: Record<string, string | boolean>; argument: string | undefined };
+  | { kind: 'command'; command: C; flags: Record<string, string | boolean>; argument: string | undefined };
 
 interface ParsedFlags {
   short?: string;
@@ -105,7 +106,7 @@ export function programHelp(program: ProgramSpec): string {
   return `${lines.join('\n')}\n`;
 }
 
-function parseCommand(program: ProgramSpec, command: CommandSpec, args: string[]): ParsedCommandLine {
+function parseCommand<C extends CommandSpec>(program: ProgramSpec<C>, command: C, args: string[]): ParsedCommandLine<C> {
   const specs = [...command.options, HELP].map((option) => ({ option, flags: parseFlags(option.flags) }));
   const config: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
   for (const { flags } of specs) config[flags.long] = { type: flags.takesValue ? 'string' : 'boolean', ...(flags.short ? { short: flags.short } : {}) };
@@ -141,7 +142,7 @@ function parseCommand(program: ProgramSpec, command: CommandSpec, args: string[]
 }
 
 /** The command line (without node and the script): help or version text, or a command with its flags. */
-export function parseCommandLine(program: ProgramSpec, argv: string[]): ParsedCommandLine {
+export function parseCommandLine<C extends CommandSpec>(program: ProgramSpec<C>, argv: string[]): ParsedCommandLine<C> {
   const [first, ...rest] = argv;
   if (first === undefined || first === '-h' || first === '--help') return { kind: 'text', text: programHelp(program) };
   if (first === '-V' || first === '--version') return { kind: 'text', text: `${program.version}\n` };

@@ -72,13 +72,16 @@ const TARGET_OPTIONS: OptionSpec[] = [
 ];
 const TARGET_HELP = ['', "Without --ns or --pid the target is the caller's own IPC namespace."];
 
-/** --sysv-only / --posix-only: which kinds of message queue a command covers. */
-function selectionOptions(verb: string): OptionSpec[] {
+/** --sysv-only / --posix-only, the target and the lock: what save, restore and verify all take after their own options. */
+function namespaceRunOptions(verb: string): OptionSpec[] {
   return [
     { flags: '--sysv-only', description: `${verb} only the SysV message queues`, conflicts: 'posix-only' },
     { flags: '--posix-only', description: `${verb} only the POSIX message queues (mq_open, /dev/mqueue)` },
+    ...TARGET_OPTIONS,
+    ...LOCK_OPTIONS,
   ];
 }
+const NAMESPACE_RUN_HELP = [...TARGET_HELP, ...LOCK_HELP];
 
 function humanBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -245,10 +248,10 @@ async function checkCommand(flags: CheckFlags): Promise<void> {
   if (!result.canSave || !result.canRestore) process.exitCode = EXIT_FAILURE;
 }
 
-type Action = (flags: never, argument: string) => Promise<void>;
+type Command = CommandSpec & { action: (flags: never, argument: string) => Promise<void> };
 
 /** Every command: its options (the --help text is made from them) and what it runs. */
-const COMMANDS: Array<CommandSpec & { action: Action }> = [
+const COMMANDS: Command[] = [
   {
     name: 'save',
     description: 'save every message queue of an IPC namespace into an image (SysV: non-destructive, MSG_COPY; POSIX: each message taken and put back, with --freeze or --quiescent)',
@@ -259,11 +262,9 @@ const COMMANDS: Array<CommandSpec & { action: Action }> = [
       { flags: '--strict-v16', description: 'pure v16 records: refuse message types beyond 2^31-1 instead of widening the record, write host ids without the id-mapping record, and refuse POSIX queues' },
       { flags: '-q, --quiet', description: 'no progress bar and no summary line' },
       { flags: '--json', description: 'the summary as one JSON document on stdout (on stderr with -o -, since stdout carries the image)' },
-      ...selectionOptions('save'),
-      ...TARGET_OPTIONS,
-      ...LOCK_OPTIONS,
+      ...namespaceRunOptions('save'),
     ],
-    after: [...TARGET_HELP, ...LOCK_HELP],
+    after: NAMESPACE_RUN_HELP,
     action: saveCommand,
   },
   {
@@ -276,11 +277,9 @@ const COMMANDS: Array<CommandSpec & { action: Action }> = [
       { flags: '--strict-v16', description: 'refuse images that use the widened message record or the id-mapping record' },
       { flags: '-q, --quiet', description: 'no progress bar and no summary line' },
       { flags: '--json', description: 'the summary (with the plan) as one JSON document on stdout' },
-      ...selectionOptions('restore'),
-      ...TARGET_OPTIONS,
-      ...LOCK_OPTIONS,
+      ...namespaceRunOptions('restore'),
     ],
-    after: [...TARGET_HELP, ...LOCK_HELP],
+    after: NAMESPACE_RUN_HELP,
     action: restoreCommand,
   },
   {
@@ -302,11 +301,9 @@ const COMMANDS: Array<CommandSpec & { action: Action }> = [
       { flags: '--ignore-other-queues', description: "compare only the image's queues: the namespace's other queues are not differences" },
       { flags: '--quiescent', description: 'assert that nothing uses the POSIX queues meanwhile: their messages are taken, compared and put back' },
       { flags: '--json', description: 'the result as one JSON document on stdout (exit 1 still means different)' },
-      ...selectionOptions('compare'),
-      ...TARGET_OPTIONS,
-      ...LOCK_OPTIONS,
+      ...namespaceRunOptions('compare'),
     ],
-    after: [...TARGET_HELP, ...LOCK_HELP],
+    after: NAMESPACE_RUN_HELP,
     action: verifyCommand,
   },
   {
@@ -318,7 +315,7 @@ const COMMANDS: Array<CommandSpec & { action: Action }> = [
   },
 ];
 
-export const PROGRAM: ProgramSpec = {
+export const PROGRAM: ProgramSpec<Command> = {
   name: 'ipc-ckpt',
   description: 'Checkpoint and restore the SysV and POSIX message queues of a Linux IPC namespace (v16 image format).',
   version: PACKAGE_VERSION,
@@ -345,8 +342,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(parsed.text);
       return EXIT_OK;
     }
-    const command = COMMANDS.find((c) => c.name === parsed.command.name);
-    await command?.action(parsed.flags as never, parsed.argument ?? '');
+    await parsed.command.action(parsed.flags as never, parsed.argument ?? '');
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT_OK;
   } catch (error) {
     if (error instanceof IpcCkptError && error.code === 'E_INTERRUPTED' && interruption.received) {

@@ -237,8 +237,9 @@ function newQueueRequest(queue: ImageQueue, host: QueueIds): NewQueueRequest {
   return { key: record.key, id: record.id, mode: record.mode, cuid: host.cuid, cgid: host.cgid, uid: host.uid, gid: host.gid, qbytes: sendingQbytes(queue) };
 }
 
-function corruptBetweenPasses(source: ImageSource): IpcCkptError {
-  return new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore`);
+function corruptBetweenPasses(source: ImageSource, defect?: IpcCkptError): IpcCkptError {
+  const why = defect ? `: ${defect.message}` : '';
+  return new IpcCkptError('E_IMAGE_CORRUPT', `image ${source.label} changed between validation and restore${why}`, defect ? { offset: defect.offset, cause: defect } : {});
 }
 
 /**
@@ -250,9 +251,7 @@ async function* rereadImage(source: ImageSource, options: { strictV16?: boolean;
     yield* decodeImage(source.read(), { ...options, unhashed: source.leased });
   } catch (error) {
     // It decoded once: a defect now is a change since.
-    if (error instanceof IpcCkptError && error.code === 'E_IMAGE_CORRUPT') {
-      throw new IpcCkptError('E_IMAGE_CORRUPT', `${corruptBetweenPasses(source).message}: ${error.message}`, { offset: error.offset, cause: error });
-    }
+    if (error instanceof IpcCkptError && error.code === 'E_IMAGE_CORRUPT') throw corruptBetweenPasses(source, error);
     throw error;
   }
 }

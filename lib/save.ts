@@ -10,7 +10,7 @@ import { ImageOutput, openOutputPath, planOutputPath, StreamImageOutput } from '
 import { FrozenCgroup } from './freezer';
 import { describeUnmapped, ID_FIELD_LIST, ID_FIELDS, namespaceIdsOf, NamespaceIds } from './id-mapping';
 import { openNamespace } from './namespace';
-import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QUEUE_STAT_FIELDS, QueueStat, IpcSysctls, unpackQueueStat } from './native';
+import { COPIED_PART_FIELDS, COPY_REQUEST_FIELDS, CopiedQueues, NativeNamespace, PACKED_MESSAGE_HEADER_BYTES, QUEUE_STAT_DOUBLES, QueueStat, QueueStatField, IpcSysctls, unpackQueueStat } from './native';
 import { LockOptions, NamespaceLock } from './namespace-lock';
 import { RaisedSysctls } from './raised-sysctls';
 import { RollbackGuardian } from './rollback-guardian';
@@ -154,18 +154,10 @@ export function hostHeader(time: bigint): ImageHeader {
   return { kernelRelease: release, kernelVersion: os.version(), machine: os.machine(), major, minor, patch, archId: ARCH_X86_64, time, uflags: 0n };
 }
 
-const STAT_STIME = QUEUE_STAT_FIELDS.indexOf('stime');
-const STAT_RTIME = QUEUE_STAT_FIELDS.indexOf('rtime');
-const STAT_CTIME = QUEUE_STAT_FIELDS.indexOf('ctime');
-const STAT_CBYTES = QUEUE_STAT_FIELDS.indexOf('cbytes');
-const STAT_QNUM = QUEUE_STAT_FIELDS.indexOf('qnum');
-const STAT_KEY = QUEUE_STAT_FIELDS.indexOf('key');
-const STAT_MODE = QUEUE_STAT_FIELDS.indexOf('mode');
-const STAT_QBYTES = QUEUE_STAT_FIELDS.indexOf('qbytes');
-const STAT_LSPID = QUEUE_STAT_FIELDS.indexOf('lspid');
-const STAT_LRPID = QUEUE_STAT_FIELDS.indexOf('lrpid');
+// Local constants of the packed stat's places (QueueStatField): read in the per-queue loops.
+const { stime: STAT_STIME, rtime: STAT_RTIME, ctime: STAT_CTIME, cbytes: STAT_CBYTES, qnum: STAT_QNUM, key: STAT_KEY, mode: STAT_MODE, qbytes: STAT_QBYTES, lspid: STAT_LSPID, lrpid: STAT_LRPID } = QueueStatField;
 /** The owner and creator fields of a packed stat: the record field, which map translates it, its place. */
-const ID_STAT_FIELDS = ID_FIELD_LIST.map((field) => [field, ID_FIELDS[field], QUEUE_STAT_FIELDS.indexOf(field)] as const);
+const ID_STAT_FIELDS = ID_FIELD_LIST.map((field) => [field, ID_FIELDS[field], QueueStatField[field]] as const);
 
 /** Queue k's packed size by its listed stat: what one batch must hold for it. */
 function packedBytesAt(stats: Float64Array, k: number): number {
