@@ -23,7 +23,8 @@ RUN npm_config_nodedir="$(dirname "$(dirname "$(command -v node)")")" npx node-g
 COPY tsconfig.json tsconfig.build.json ./
 COPY lib ./lib
 COPY bin ./bin
-RUN npx tsc -p tsconfig.build.json \
+COPY scripts/bundle-cli.js ./scripts/bundle-cli.js
+RUN npx tsc -p tsconfig.build.json && node scripts/bundle-cli.js \
     && npm prune --omit=dev --no-audit --no-fund \
     && node bin/ipc-ckpt.js --help >/dev/null
 
