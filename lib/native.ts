@@ -139,7 +139,8 @@ export interface CreatedQueues {
 
 /**
  * One queue of a copyQueues batch, packed per queue in this order (one float64 each): the queue id; at most
- * maxCount messages (pass qnum + 1: the ENOMSG after the last one proves the tail); stop before the queue's
+ * maxCount messages (save passes qnum: its stats before and after prove there is no more; qnum + 1 would probe
+ * for one more, ENOMSG setting end); stop before the queue's
  * packed bytes would exceed maxBytes; the starting MSG_COPY buffer size (it grows on E2BIG up to msgmax).
  */
 export const COPY_REQUEST_FIELDS = ['id', 'maxCount', 'maxBytes', 'bufferSize'] as const;

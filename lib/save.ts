@@ -339,7 +339,8 @@ class SaveRun {
       const qnum = listed[stat + STAT_QNUM];
       const request = (k - from) * COPY_REQUEST_FIELDS.length;
       requests[request] = listed[stat];
-      requests[request + 1] = qnum + 1;
+      // No probe past the last message: the unchanged stat around the copy already proves there is none.
+      requests[request + 1] = qnum;
       requests[request + 2] = Math.max(1, packedBytesAt(listed, k));
       requests[request + 3] = Math.min(bufferSizeFor(listed[stat + STAT_CBYTES], qnum), this.currentMsgmax);
     }
@@ -348,9 +349,10 @@ class SaveRun {
 
   /**
    * Keeps what one copyQueues crossing copied of the listed queues [from, to). A queue's copy is kept only
-   * under the same rules as copyQueue's: its stat unchanged from before its first copy to after its last, no
-   * change within the second the batch began in, every message copied and none after (ENOMSG at qnum), bytes
-   * adding up. Anything else hands the queue to saveQueue, which copies it again on its own.
+   * when its stat is unchanged from before its first copy to after its last, with no change within the second
+   * the batch began in (so nothing at all changed in between: every change stamps a time of that second or
+   * later), and the messages copied are the stat's qnum, their bytes its cbytes. Anything else hands the queue
+   * to saveQueue, which copies it again on its own.
    */
   private async saveBatch(listed: Float64Array, from: number, to: number, { copied, startSecond }: { copied: CopiedQueues; startSecond: number }): Promise<void> {
     const failed = new Set(copied.errors.map((e) => e.index));
@@ -374,7 +376,7 @@ class SaveRun {
       const part = k * COPIED_PART_FIELDS.length;
       const length = parts[part + 1];
       const count = parts[part + 2];
-      if (!samePackedStat(before, after, k) || parts[part + 3] !== 1 || count !== before[stat + STAT_QNUM] || length - count * PACKED_MESSAGE_HEADER_BYTES !== before[stat + STAT_CBYTES]) {
+      if (!samePackedStat(before, after, k) || count !== before[stat + STAT_QNUM] || length - count * PACKED_MESSAGE_HEADER_BYTES !== before[stat + STAT_CBYTES]) {
         await writeKept();
         this.summary.retries++;
         await this.saveQueue(unpackQueueStat(listed, from + k));

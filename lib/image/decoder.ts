@@ -165,7 +165,7 @@ class CachedView {
 const PACKED_HEADER_BYTES: number = PACKED_MESSAGE_HEADER_BYTES;
 
 /** Below this many bytes a plain loop copies faster than Buffer.copy's native call. */
-const LOOP_COPY_BYTES = 64;
+const LOOP_COPY_BYTES = 128;
 
 /** A packed batch under construction; only a message larger than the batch size makes it grow. */
 interface Batch {

@@ -16,8 +16,6 @@ const FRESH_KILL_RUNS = 15;
 const EXISTING_KILL_RUNS = 25;
 /** Messages in an extra queue, so that kills land while messages are being sent too. */
 const LONG_QUEUE_MESSAGES = 3000;
-/** Kills timed from the guardian's start land within this many milliseconds of it. */
-const GUARDIAN_WINDOW_MS = 20;
 /** Empty queues of the image restored by the queue-creation kill test, and where its kills land. */
 const MANY_QUEUES = 3000;
 const LEAK_RUNS = 30;
@@ -29,6 +27,8 @@ let source: TestNamespace;
 let dir: string;
 let image: string;
 let restoreMs: number;
+/** Kills timed from the guardian's start land within the first half of its life in an unkilled restore. */
+let guardianWindowMs: number;
 
 /** A queue's restorable fields and messages, as JSON. */
 function restorable(queues: NamespaceDump['queues']): string {
@@ -37,7 +37,8 @@ function restorable(queues: NamespaceDump['queues']): string {
 
 function timedRestore(nsPath: string): { status: number | null; stderr: string; ms: number } {
   const started = Date.now();
-  const result = runCli(['restore', '--ns', nsPath, '-i', image]);
+  // Compiled as the killed runs are (test/reliability/killed-run.ts): no code cache.
+  const result = runCli(['restore', '--ns', nsPath, '-i', image], { env: { IPC_CKPT_CODE_CACHE: 'off' } });
   return { status: result.status, stderr: result.stderr, ms: Date.now() - started };
 }
 
@@ -58,6 +59,15 @@ beforeAll(async () => {
     restoreMs = full.ms;
   } finally {
     await scratch.destroy();
+  }
+  // A fixed window would miss the guardian's life as the restore gets faster (a fresh target: about 10 ms here).
+  const timed = await TestNamespace.create();
+  try {
+    const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', timed.path, '-i', image], () => processesAt(timed).length > 0);
+    expect(result.status).toBe(0);
+    guardianWindowMs = Math.max(2, Math.floor(lifeMs / 2));
+  } finally {
+    await timed.destroy();
   }
 });
 
@@ -89,9 +99,9 @@ test('after SIGKILL of a restore into a fresh namespace, a new restore into anot
     const [killedInto, next] = await Promise.all([TestNamespace.create(), TestNamespace.create()]);
     try {
       const before = namespaceState(killedInto);
-      // Even runs: a kill anywhere in the restore; odd runs: within GUARDIAN_WINDOW_MS of its first change.
+      // Even runs: a kill anywhere in the restore; odd runs: within guardianWindowMs of its first change.
       const afterGuardian = run % 2 === 1;
-      const delayMs = Math.floor(random() * (afterGuardian ? GUARDIAN_WINDOW_MS : restoreMs));
+      const delayMs = Math.floor(random() * (afterGuardian ? guardianWindowMs : restoreMs));
       const result = await runCliKilled(['restore', '--ns', killedInto.path, '-i', image], { delayMs, afterGuardianOf: afterGuardian ? killedInto : undefined });
       if (result.killed) tally.killed++;
       if (afterGuardian && result.killed) tally.killedAfterGuardianStarted++;
@@ -111,7 +121,7 @@ test('after SIGKILL of a restore into a fresh namespace, a new restore into anot
       await Promise.all([killedInto.destroy(), next.destroy()]);
     }
   }
-  console.log(`kill restore into a fresh namespace (seed ${seed}, full restore ${restoreMs} ms): ${JSON.stringify(tally)}`);
+  console.log(`kill restore into a fresh namespace (seed ${seed}, full restore ${restoreMs} ms, guardian window ${guardianWindowMs} ms): ${JSON.stringify(tally)}`);
   expect(problems).toEqual([]);
   expect(tally.rerunsSucceeded).toBe(FRESH_KILL_RUNS);
   expect(tally.rolledBackByGuardian).toBeGreaterThan(0);
@@ -133,9 +143,9 @@ test('after SIGKILL of a restore into a namespace with queues of its own, the gu
       msgqTool(target.path, 'create', '0', '600', '--id', 5 * 32768 + 201);
       const before = namespaceState(target);
 
-      // Even runs: a kill anywhere in the restore; odd runs: within GUARDIAN_WINDOW_MS of its first change.
+      // Even runs: a kill anywhere in the restore; odd runs: within guardianWindowMs of its first change.
       const afterGuardian = run % 2 === 1;
-      const delayMs = Math.floor(random() * (afterGuardian ? GUARDIAN_WINDOW_MS : restoreMs));
+      const delayMs = Math.floor(random() * (afterGuardian ? guardianWindowMs : restoreMs));
       const result = await runCliKilled(['restore', '--ns', target.path, '-i', image], { delayMs, afterGuardianOf: afterGuardian ? target : undefined });
       if (result.killed) tally.killed++;
       if (afterGuardian && result.killed) tally.killedAfterGuardianStarted++;
@@ -153,7 +163,7 @@ test('after SIGKILL of a restore into a namespace with queues of its own, the gu
       await target.destroy();
     }
   }
-  console.log(`kill restore into an existing namespace (seed ${seed}, full restore ${restoreMs} ms): ${JSON.stringify(tally)}`);
+  console.log(`kill restore into an existing namespace (seed ${seed}, full restore ${restoreMs} ms, guardian window ${guardianWindowMs} ms): ${JSON.stringify(tally)}`);
   expect(problems).toEqual([]);
   expect(tally.rolledBackByGuardian).toBeGreaterThan(0);
   expect(tally.rerunsSucceeded).toBe(tally.rolledBack);

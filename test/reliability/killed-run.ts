@@ -32,7 +32,9 @@ export interface KillPlan {
 /** Runs `ipc-ckpt ...args` and sends SIGKILL as planned, unless it exits first. */
 export function runCliKilled(args: string[], plan: KillPlan, env: NodeJS.ProcessEnv = {}): Promise<KilledRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: [plan.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+    // No code cache: a killed run and the unkilled one that timed it must compile alike (a cache written by
+    // the timing run would make every later run faster than the delays drawn from it).
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, IPC_CKPT_CODE_CACHE: 'off', ...env }, stdio: [plan.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     if (plan.input) {
       child.stdin!.on('error', () => undefined); // the CLI may end before it read everything
       child.stdin!.end(plan.input);
