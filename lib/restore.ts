@@ -575,49 +575,72 @@ export async function restore(target: Target | undefined, input: string | Readab
   }
 }
 
+/** The target as the plan reads it, read on the namespace thread while the main thread validates the image. */
+async function readTarget(ns: NativeNamespace, label: string) {
+  const [ids, queues, sysctls] = await Promise.all([namespaceIdsOf(ns, label), ns.listQueues(), ns.readSysctls()]);
+  return { ids, queues, sysctls };
+}
+
 async function restoreLocked(resolved: ResolvedTarget, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions, guardian: RollbackGuardian, started: bigint): Promise<RestoreSummary> {
+  // Opened and read (nothing is changed) while the image is validated; its failures still come after the image's.
+  const opening = openNamespace(resolved);
+  const reading = opening.then((ns) => readTarget(ns, resolved.label));
+  reading.catch(() => undefined);
+  try {
+    return await restoreOpened(resolved, input, options, guardian, started, opening, reading);
+  } finally {
+    await opening.then((ns) => ns.close(), () => undefined);
+  }
+}
+
+async function restoreOpened(
+  resolved: ResolvedTarget,
+  input: string | Readable | AsyncIterable<Buffer>,
+  options: RestoreOptions,
+  guardian: RollbackGuardian,
+  started: bigint,
+  opening: Promise<NativeNamespace>,
+  reading: ReturnType<typeof readTarget>,
+): Promise<RestoreSummary> {
   const source = await openImageSource(input, { guardian, signal: options.signal, leaseForRereads: true });
   try {
     const image = await summarizeImage(source, options.strictV16);
-    const ns = await openNamespace(resolved);
-    try {
-      const selection = queueSelection(options);
-      const sysvImage = selection === 'posix' ? { ...image, queues: [] } : image;
-      const ids = await namespaceIdsOf(ns, resolved.label);
-      const plan = planRestore(sysvImage, await ns.listQueues(), await ns.readSysctls(), resolved, selection === 'posix' || (options.keepLimits ?? false), ids);
-      if (selection !== 'sysv' && image.posix) {
-        plan.posix = planPosixRestore(image.posix, await ns.listPosixQueues(), await ns.readMqueueLimits(), options.keepLimits ?? false, { ids, idMapping: image.idMapping, label: resolved.label });
-        plan.conflicts.push(...plan.posix.conflicts);
-      }
-      if (plan.conflicts.length > 0) {
-        throw new IpcCkptError('E_CONFLICT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.conflicts.join('\n  ')}`);
-      }
-      if (plan.beyondLimits.length > 0) {
-        throw new IpcCkptError('E_IMAGE_LIMIT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.beyondLimits.join('\n  ')}`);
-      }
-      const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS, posixQueues: 0, posixMessages: 0 };
-      if (!options.dryRun) {
-        const run = new RestoreRun(ns, resolved, options, guardian);
-        try {
-          await run.apply(plan, image, source);
-        } catch (error) {
-          const problems = await run.rollback();
-          if (problems.length > 0 && error instanceof Error) {
-            error.message += `\nrolling back also failed:\n  ${problems.join('\n  ')}`;
-          }
-          throw error;
-        }
-        summary.queues = image.queues.length;
-        summary.messages = run.messages;
-        summary.messageBytes = run.messageBytes;
-        summary.posixQueues = plan.posix?.queues.length ?? 0;
-        summary.posixMessages = run.posixMessages;
-      }
-      summary.seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      return summary;
-    } finally {
-      await ns.close();
+    const ns = await opening;
+    const target = await reading;
+    const selection = queueSelection(options);
+    const sysvImage = selection === 'posix' ? { ...image, queues: [] } : image;
+    const { ids } = target;
+    const plan = planRestore(sysvImage, target.queues, target.sysctls, resolved, selection === 'posix' || (options.keepLimits ?? false), ids);
+    if (selection !== 'sysv' && image.posix) {
+      plan.posix = planPosixRestore(image.posix, await ns.listPosixQueues(), await ns.readMqueueLimits(), options.keepLimits ?? false, { ids, idMapping: image.idMapping, label: resolved.label });
+      plan.conflicts.push(...plan.posix.conflicts);
     }
+    if (plan.conflicts.length > 0) {
+      throw new IpcCkptError('E_CONFLICT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.conflicts.join('\n  ')}`);
+    }
+    if (plan.beyondLimits.length > 0) {
+      throw new IpcCkptError('E_IMAGE_LIMIT', `cannot restore into ${resolved.label}, nothing was changed:\n  ${plan.beyondLimits.join('\n  ')}`);
+    }
+    const summary: RestoreSummary = { plan, dryRun: options.dryRun ?? false, queues: 0, messages: 0, messageBytes: 0, seconds: 0, notRestored: NOT_RESTORABLE_FIELDS, posixQueues: 0, posixMessages: 0 };
+    if (!options.dryRun) {
+      const run = new RestoreRun(ns, resolved, options, guardian);
+      try {
+        await run.apply(plan, image, source);
+      } catch (error) {
+        const problems = await run.rollback();
+        if (problems.length > 0 && error instanceof Error) {
+          error.message += `\nrolling back also failed:\n  ${problems.join('\n  ')}`;
+        }
+        throw error;
+      }
+      summary.queues = image.queues.length;
+      summary.messages = run.messages;
+      summary.messageBytes = run.messageBytes;
+      summary.posixQueues = plan.posix?.queues.length ?? 0;
+      summary.posixMessages = run.posixMessages;
+    }
+    summary.seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    return summary;
   } finally {
     await source.close();
   }
