@@ -140,10 +140,11 @@ export interface CreatedQueues {
 /**
  * One queue of a copyQueues batch, packed per queue in this order (one float64 each): the queue id; at most
  * maxCount messages (save passes qnum: its stats before and after prove there is no more; qnum + 1 would probe
- * for one more, ENOMSG setting end); stop before the queue's
- * packed bytes would exceed maxBytes; the starting MSG_COPY buffer size (it grows on E2BIG up to msgmax).
+ * for one more, ENOMSG setting end); stop before the queue's packed bytes would exceed maxBytes; the starting
+ * MSG_COPY buffer size (it grows on E2BIG up to msgmax); statBefore 1 to stat the queue before its copy, 0 when
+ * the caller's listing stands in for that stat (its statsBefore are then zeros).
  */
-export const COPY_REQUEST_FIELDS = ['id', 'maxCount', 'maxBytes', 'bufferSize'] as const;
+export const COPY_REQUEST_FIELDS = ['id', 'maxCount', 'maxBytes', 'bufferSize', 'statBefore'] as const;
 
 /**
  * Queue stats packed for batches: per queue, these fields in this order, one float64 each (exact: every value
@@ -185,8 +186,9 @@ export const COPIED_PART_FIELDS = ['offset', 'length', 'count', 'end', 'bufferSi
 /**
  * A copyQueues batch. Queue k: its packed messages are data[offset, offset + length) (parts[5k], parts[5k+1]),
  * count messages (parts[5k+2]), end = 1 when the queue had no message at index count (ENOMSG, parts[5k+3]),
- * the MSG_COPY buffer size it ended with (parts[5k+4]); its stats before its first copy and after its last,
- * packed (QUEUE_STAT_FIELDS), unless errors names it: then its part is empty and its stats are zeros.
+ * the MSG_COPY buffer size it ended with (parts[5k+4]); its stats before its first copy (zeros when its
+ * request said statBefore 0) and after its last, packed (QUEUE_STAT_FIELDS), unless errors names it: then
+ * its part is empty and its stats are zeros.
  */
 export interface CopiedQueues {
   data: Buffer;

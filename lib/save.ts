@@ -68,6 +68,19 @@ const DEFAULT_MAX_ATTEMPTS = 5;
 const DEFAULT_BATCH_BYTES = 1 << 20;
 /** Messages per native copy batch, besides the byte bound. */
 const BATCH_MESSAGES = 16384;
+/**
+ * A batch copied this soon after the queue listing takes the listing's stats as its stats from before the copy
+ * (a change since the listing only sends the queue the single-queue way); a later one stats each queue anew.
+ */
+const LISTING_STANDS_IN_MS = 1000;
+
+/** One copyQueues crossing, the stats from before it, and the second those were taken in. */
+interface CopiedBatchOf {
+  copied: CopiedQueues;
+  before: Float64Array;
+  startSecond: number;
+}
+
 /** Queues per copyQueues crossing, besides the byte bound. */
 const COPY_BATCH_QUEUES = 4096;
 /** The smallest MSG_COPY buffer worth passing. */
@@ -240,6 +253,7 @@ class SaveRun {
       const sysctls = await this.ns.readSysctls();
       this.currentMsgmax = sysctls.msgmax;
       const limits = limitsFromSysctls(this.originalMsgmax === undefined ? sysctls : { ...sysctls, msgmax: this.originalMsgmax });
+      const listedAt = Date.now();
       const queues = this.sysv ? await this.ns.listQueueStats() : new Float64Array(0);
       const queueCount = queues.length / QUEUE_STAT_DOUBLES;
       let messagesTotal = 0;
@@ -250,7 +264,7 @@ class SaveRun {
       if (!this.options.strictV16) await this.output.write(this.encoder.idMapping(this.ids.imageMapping));
       await this.output.write(this.encoder.msgSection(queueCount));
       try {
-        await this.saveQueues(queues);
+        await this.saveQueues(queues, listedAt);
         if (!sameIds(this.sysv ? await this.ns.listQueueStats() : new Float64Array(0), queues)) throw new QueueChanged('queues were created or removed during the save');
       } catch (error) {
         if (!(error instanceof QueueChanged)) throw error;
@@ -283,7 +297,7 @@ class SaveRun {
    * Small queues go in batches of one crossing each, the next batch copied while the current one is
    * encoded and written; a queue too large for a batch, or one a batch could not certify, goes alone.
    */
-  private async saveQueues(queues: Float64Array): Promise<void> {
+  private async saveQueues(queues: Float64Array, listedAt: number): Promise<void> {
     const batchBytes = this.options.batchBytes ?? DEFAULT_BATCH_BYTES;
     const queueCount = queues.length / QUEUE_STAT_DOUBLES;
     // [from, to): a batch when it holds more than a queue that is too large for one.
@@ -304,7 +318,7 @@ class SaveRun {
       }
     }
     const copyRange = (r: number) => {
-      const copy = r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1]) : undefined;
+      const copy = r < ranges.length && ranges[r][2] ? this.copyQueueBatch(queues, ranges[r][0], ranges[r][1], listedAt) : undefined;
       // Awaited later: a failure meanwhile must fail the save there, not crash it as an unhandled rejection.
       copy?.catch(() => undefined);
       return copy;
@@ -330,9 +344,15 @@ class SaveRun {
     }
   }
 
-  /** Starts one copyQueues crossing for the listed queues [from, to); resolves with it and the second it began in. */
-  private async copyQueueBatch(listed: Float64Array, from: number, to: number): Promise<{ copied: CopiedQueues; startSecond: number }> {
-    const startSecond = Math.floor(Date.now() / 1000);
+  /**
+   * Starts one copyQueues crossing for the listed queues [from, to); resolves with it, the stats from before
+   * the copy and the second they were taken in (no change may carry it or a later one). Within
+   * LISTING_STANDS_IN_MS of the listing, the listing is that stat (one IPC_STAT a queue fewer); later, each queue is stat'ed anew.
+   */
+  private async copyQueueBatch(listed: Float64Array, from: number, to: number, listedAt: number): Promise<CopiedBatchOf> {
+    const now = Date.now();
+    const listingStandsIn = now - listedAt < LISTING_STANDS_IN_MS;
+    const startSecond = Math.floor((listingStandsIn ? listedAt : now) / 1000);
     const requests = new Float64Array((to - from) * COPY_REQUEST_FIELDS.length);
     for (let k = from; k < to; k++) {
       const stat = k * QUEUE_STAT_DOUBLES;
@@ -343,8 +363,11 @@ class SaveRun {
       requests[request + 1] = qnum;
       requests[request + 2] = Math.max(1, packedBytesAt(listed, k));
       requests[request + 3] = Math.min(bufferSizeFor(listed[stat + STAT_CBYTES], qnum), this.currentMsgmax);
+      requests[request + 4] = listingStandsIn ? 0 : 1;
     }
-    return { copied: await this.ns.copyQueues(requests), startSecond };
+    const copied = await this.ns.copyQueues(requests);
+    const before = listingStandsIn ? listed.subarray(from * QUEUE_STAT_DOUBLES, to * QUEUE_STAT_DOUBLES) : copied.statsBefore;
+    return { copied, before, startSecond };
   }
 
   /**
@@ -354,14 +377,14 @@ class SaveRun {
    * later), and the messages copied are the stat's qnum, their bytes its cbytes. Anything else hands the queue
    * to saveQueue, which copies it again on its own.
    */
-  private async saveBatch(listed: Float64Array, from: number, to: number, { copied, startSecond }: { copied: CopiedQueues; startSecond: number }): Promise<void> {
+  private async saveBatch(listed: Float64Array, from: number, to: number, { copied, before, startSecond }: CopiedBatchOf): Promise<void> {
     const failed = new Set(copied.errors.map((e) => e.index));
-    const { statsBefore: before, statsAfter: after, parts } = copied;
+    const { statsAfter: after, parts } = copied;
     // Certified queues wait here and go out as one buffer: before a queue that must be copied alone, and at the end.
     let kept: number[] = [];
     const writeKept = async () => {
       if (kept.length === 0) return;
-      const encoded = this.encodeCertified(copied, kept);
+      const encoded = this.encodeCertified(copied, before, kept);
       kept = [];
       await this.output.write(encoded);
     };
@@ -393,8 +416,8 @@ class SaveRun {
     this.report();
   }
   /** The IPC_MSG records and messages of certified queues of a copyQueues batch, in one buffer. */
-  private encodeCertified(copied: CopiedQueues, kept: readonly number[]): Buffer {
-    const { statsBefore: before, parts, data } = copied;
+  private encodeCertified(copied: CopiedQueues, before: Float64Array, kept: readonly number[]): Buffer {
+    const { parts, data } = copied;
     const messages = (k: number) => data.subarray(parts[k * COPIED_PART_FIELDS.length], parts[k * COPIED_PART_FIELDS.length] + parts[k * COPIED_PART_FIELDS.length + 1]);
     const countOf = (k: number) => parts[k * COPIED_PART_FIELDS.length + 2];
     let total = 0;

@@ -45,7 +45,7 @@ std::unique_ptr<CopiedQueues> MsgQueueCalls::CopyQueues(const std::vector<QueueC
     queue.offset = batch->data.size();
     size_t bufferSize = request.bufferSize < msgmax ? request.bufferSize : msgmax;
     try {
-      queue.statBefore = StatQueue(request.id);
+      if (request.statBefore) queue.statBefore = StatQueue(request.id);
       CopyInto(request.id, 0, request.maxCount, request.maxBytes, bufferSize, msgmax, batch->data, queue.count,
                queue.end);
       queue.statAfter = StatQueue(request.id);

@@ -73,12 +73,14 @@ struct CreatedQueues {
   bool failedQueueCreated = false;
 };
 
-// One queue of a copyQueues batch: stat, MSG_COPY of messages 0, 1, ... (at most maxCount, within maxBytes), stat.
+// One queue of a copyQueues batch: stat (unless the caller's fresh listing stands in for it), MSG_COPY of
+// messages 0, 1, ... (at most maxCount, within maxBytes), stat.
 struct QueueCopyRequest {
   int32_t id;
   uint32_t maxCount;
   size_t maxBytes;
   size_t bufferSize;
+  bool statBefore = true;
 };
 
 // One queue's part of a copyQueues batch (its messages are data[offset, offset + length) of the batch).

@@ -528,7 +528,7 @@ Napi::Value NamespaceSession::CreateQueues(const Napi::CallbackInfo& info) {
 Napi::Value NamespaceSession::CopyQueues(const Napi::CallbackInfo& info) {
   return RunJob(info, [this, &info](Napi::Env env) -> NamespaceThread::JobWork {
     // COPY_REQUEST_FIELDS of lib/native.ts, one float64 each per queue.
-    constexpr size_t kRequestFields = 4;
+    constexpr size_t kRequestFields = 5;
     const Napi::Float64Array packed = Float64ArrayArgument(info, 0, "copyQueues: requests", kRequestFields);
     std::vector<QueueCopyRequest> requests(packed.ElementLength() / kRequestFields);
     for (size_t index = 0; index < requests.size(); index++) {
@@ -537,6 +537,7 @@ Napi::Value NamespaceSession::CopyQueues(const Napi::CallbackInfo& info) {
       requests[index].maxCount = static_cast<uint32_t>(field(1, "maxCount", 0, kMaxUint32));
       requests[index].maxBytes = static_cast<size_t>(field(2, "maxBytes", 1, kMaxSafeInteger));
       requests[index].bufferSize = static_cast<size_t>(field(3, "bufferSize", 0, kMaxSafeInteger));
+      requests[index].statBefore = field(4, "statBefore", 0, 1) == 1;
     }
     const MsgQueueCalls* calls = &calls_;
     return [calls, requests = std::move(requests)]() -> NamespaceThread::ResultBuilder {

@@ -12,8 +12,8 @@ function request(id: number, key: number, extra: Partial<NewQueueRequest> = {}):
 }
 
 /** copyQueues requests, packed (COPY_REQUEST_FIELDS). */
-function copyRequests(...queues: Array<{ id: number; maxCount: number; maxBytes: number; bufferSize: number }>): Float64Array {
-  return Float64Array.from(queues.flatMap((q) => [q.id, q.maxCount, q.maxBytes, q.bufferSize]));
+function copyRequests(...queues: Array<{ id: number; maxCount: number; maxBytes: number; bufferSize: number; statBefore?: boolean }>): Float64Array {
+  return Float64Array.from(queues.flatMap((q) => [q.id, q.maxCount, q.maxBytes, q.bufferSize, q.statBefore === false ? 0 : 1]));
 }
 
 function messages(count: number, size: number, firstType = 1): TestMessage[] {
@@ -136,9 +136,27 @@ describe('native batches', () => {
       expect(queue.bufferSize).toBeGreaterThanOrEqual(3000);
     });
 
+    it('skips the stat before a queue whose request says statBefore 0 (the caller\'s listing stands in): its statsBefore are zeros', async () => {
+      const ids = (await ns.createQueues(packNewQueues([request(7, 0x7007, { qbytes: 16384 }), request(8, 0x7008)]))).created;
+      const sent = messages(3, 40);
+      await ns.sendMessages(ids[0], packBatch(sent), sent.length);
+      const copied = await ns.copyQueues(copyRequests({ id: ids[0], maxCount: 3, maxBytes: 1 << 20, bufferSize: 64, statBefore: false }, { id: ids[1], maxCount: 0, maxBytes: 1, bufferSize: 64 }));
+      expect(copied.errors).toEqual([]);
+      expect(Array.from(copied.statsBefore.subarray(0, QUEUE_STAT_DOUBLES))).toEqual(new Array(QUEUE_STAT_DOUBLES).fill(0));
+      const first = part(copied, 0);
+      expect(first).toMatchObject({ count: 3, end: false, messages: sent });
+      expect(first.statAfter).toEqual(await ns.statQueue(ids[0]));
+      // maxCount 0: no MSG_COPY at all, the stats on both sides.
+      const second = part(copied, 1);
+      expect(second).toMatchObject({ count: 0, length: 0, end: false });
+      expect(second.statBefore).toEqual(await ns.statQueue(ids[1]));
+      expect(second.statAfter).toEqual(second.statBefore);
+    });
+
     it('rejects requests that are not whole numbers in range, before any copy', async () => {
-      await expect(ns.copyQueues(Float64Array.from([1, 1, 0, 64]))).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('requests[0].maxBytes') });
-      await expect(ns.copyQueues(Float64Array.from([1, 1, 1]))).rejects.toMatchObject({ code: 'E_INTERNAL' });
+      await expect(ns.copyQueues(Float64Array.from([1, 1, 0, 64, 1]))).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('requests[0].maxBytes') });
+      await expect(ns.copyQueues(Float64Array.from([1, 1, 1, 64, 2]))).rejects.toMatchObject({ code: 'E_INTERNAL', message: expect.stringContaining('requests[0].statBefore') });
+      await expect(ns.copyQueues(Float64Array.from([1, 1, 1, 64]))).rejects.toMatchObject({ code: 'E_INTERNAL' });
     });
 
     it('reports a queue that does not exist or holds a message above msgmax, and goes on with the next', async () => {
