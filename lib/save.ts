@@ -69,6 +69,17 @@ const DEFAULT_BATCH_BYTES = 1 << 20;
 /** Messages per native copy batch, besides the byte bound. */
 const BATCH_MESSAGES = 16384;
 /**
+ * The kernel stamps a queue's changes with its coarse clock (ktime_get_real_seconds, advanced at timer ticks),
+ * which can still read the previous second for a tick after Date.now() has passed into the next one.
+ */
+const KERNEL_SECOND_LAG_MS = 50;
+
+/** The earliest second that a change made after the moment `ms` (Date.now()) can carry in stime/rtime/ctime. */
+function earliestChangeSecond(ms: number): number {
+  return Math.floor((ms - KERNEL_SECOND_LAG_MS) / 1000);
+}
+
+/**
  * A batch copied this soon after the queue listing takes the listing's stats as its stats from before the copy
  * (a change since the listing only sends the queue the single-queue way); a later one stats each queue anew.
  */
@@ -352,7 +363,7 @@ class SaveRun {
   private async copyQueueBatch(listed: Float64Array, from: number, to: number, listedAt: number): Promise<CopiedBatchOf> {
     const now = Date.now();
     const listingStandsIn = now - listedAt < LISTING_STANDS_IN_MS;
-    const startSecond = Math.floor((listingStandsIn ? listedAt : now) / 1000);
+    const startSecond = earliestChangeSecond(listingStandsIn ? listedAt : now);
     const requests = new Float64Array((to - from) * COPY_REQUEST_FIELDS.length);
     for (let k = from; k < to; k++) {
       const stat = k * QUEUE_STAT_DOUBLES;
@@ -511,9 +522,9 @@ class SaveRun {
     const stat = await this.statOrVanished(listed.id);
     // stime/rtime/ctime count whole seconds: an unchanged stat proves that nothing moved only when the
     // queue's last change came before the second this copy began in. Otherwise wait for the next second.
-    const startSecond = Math.floor(startedMs / 1000);
+    const startSecond = earliestChangeSecond(startedMs);
     if (stat.stime >= BigInt(startSecond) || stat.rtime >= BigInt(startSecond) || stat.ctime >= BigInt(startSecond)) {
-      throw new QueueChanged('it changed within the second its copy began', (startSecond + 1) * 1000 + 5);
+      throw new QueueChanged('it changed within the second its copy began', (startSecond + 1) * 1000 + KERNEL_SECOND_LAG_MS + 5);
     }
     if (stat.qnum > 0) this.copyBufferSize = bufferSizeFor(stat.cbytes, stat.qnum);
     await this.output.write(this.encoder.queue(this.imageRecord(stat)));

@@ -1,4 +1,4 @@
-// `npm pack` of this tree as a release makes it (prepack: prebuildify; prepare: tsc), in a staging copy so the
+// `npm pack` of this tree as a release makes it (prepack: prebuildify; prepare: tsc and the CLI bundle), in a staging copy so the
 // tree's own build/ and dist/ are left alone while other tests load them.
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
@@ -8,7 +8,7 @@ import * as path from 'node:path';
 const repositoryRoot = path.resolve(__dirname, '..', '..');
 
 /** What the build reads besides the package's "files" sources (the outputs dist/ and prebuilds/ are made fresh). */
-const BUILD_INPUTS = ['package.json', 'package-lock.json', 'README.md', 'lib', 'tsconfig.json', 'tsconfig.build.json', 'scripts/prebuild-guardian.js'];
+const BUILD_INPUTS = ['package.json', 'package-lock.json', 'README.md', 'lib', 'tsconfig.json', 'tsconfig.build.json', 'scripts/prebuild-guardian.js', 'scripts/bundle-cli.js'];
 
 export interface PackedFile {
   path: string;

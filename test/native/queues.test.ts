@@ -7,8 +7,9 @@ import { dumpNamespace, msgqTool } from '../support/msgq-tool';
 const IDS_PER_SEQ = 32768;
 const CAP_SYS_RESOURCE = 24n;
 
-function nowSeconds(): bigint {
-  return BigInt(Math.floor(Date.now() / 1000));
+/** Date.now() in seconds, less lagMs (the kernel's coarse clock, which stamps ctime, may lag Date.now() by a tick). */
+function nowSeconds(lagMs = 0): bigint {
+  return BigInt(Math.floor((Date.now() - lagMs) / 1000));
 }
 
 function readSysctlIn(nsPath: string, name: string): number {
@@ -31,7 +32,7 @@ describe('native queues', () => {
 
   it('creates a queue at a chosen id with seq > 0, key and creator ids, and stat shows every field', async () => {
     const wanted = 3 * IDS_PER_SEQ + 5;
-    const before = nowSeconds();
+    const before = nowSeconds(50);
     const id = await ns.createQueue({ key: 0x1234abcd, id: wanted, mode: 0o640, cuid: 1234, cgid: 5678 });
     const after = nowSeconds();
     expect(id).toBe(wanted);
