@@ -12,20 +12,16 @@ import { Script } from 'node:vm';
 /** The bundle scripts/bundle-cli.js writes beside this file. */
 export const CLI_BUNDLE = path.join(__dirname, 'cli.bundle.js');
 /** off: no cache; a directory: the caches go there (a read-only install); unset: beside the bundle. */
-export const CODE_CACHE_ENV = 'IPC_CKPT_CODE_CACHE';
+const CODE_CACHE_ENV = 'IPC_CKPT_CODE_CACHE';
 const CACHE_FORMAT = 'ipc-ckpt-code-cache 1';
 
 interface CliModule {
   main(argv: string[]): Promise<number>;
 }
 
-/** absent: none yet; stale: made for another bundle, Node or arch, or damaged; rejected: V8 refused it; off: not used. */
-export type CodeCacheState = 'accepted' | 'absent' | 'stale' | 'rejected' | 'off';
-
 export interface LoadedCli {
   cli: CliModule;
-  cacheState: CodeCacheState;
-  /** Writes the cache of what this run compiled, when there was none that V8 accepted; never throws. */
+  /** Writes the cache of what this run compiled, unless V8 took this run's code from a valid one; never throws. */
   saveCache(): void;
 }
 
@@ -57,7 +53,7 @@ function headerOf(bundleDigest: string, data: Buffer): string {
   return `${CACHE_FORMAT} ${bundleDigest} ${sha256(data)} node-${process.version} ${process.arch}\n`;
 }
 
-/** The V8 data of the cache file; empty when it was made for something else or is damaged; undefined when there is none. */
+/** The V8 data of the cache file; undefined when there is none, or it was made for something else, or is damaged. */
 function readCache(file: string, bundleDigest: string): Buffer | undefined {
   let contents: Buffer;
   try {
@@ -67,8 +63,7 @@ function readCache(file: string, bundleDigest: string): Buffer | undefined {
   }
   const newline = contents.indexOf(10);
   const data = contents.subarray(newline + 1);
-  if (newline < 0 || contents.toString('latin1', 0, newline + 1) !== headerOf(bundleDigest, data)) return Buffer.alloc(0);
-  return data;
+  return newline >= 0 && contents.toString('latin1', 0, newline + 1) === headerOf(bundleDigest, data) ? data : undefined;
 }
 
 /** Loads the CLI from the bundle with the cache for argv's command; undefined when there is no bundle. */
@@ -83,22 +78,16 @@ export function loadCli(argv: readonly string[], environment: NodeJS.ProcessEnv 
   const file = key === undefined ? undefined : cacheFileOf(key, environment);
   const bundleDigest = file === undefined ? '' : sha256(source);
   const cached = file === undefined ? undefined : readCache(file, bundleDigest);
-  const usable = cached !== undefined && cached.length > 0 ? cached : undefined;
   // The same wrapper Node gives a CommonJS module, so the bundle runs as dist/lib/cli.bundle.js would.
-  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, { filename: CLI_BUNDLE, cachedData: usable });
+  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, { filename: CLI_BUNDLE, cachedData: cached });
   const run = script.runInThisContext() as (exports: object, require: NodeJS.Require, module: { exports: object }, filename: string, dirname: string) => void;
   const module = { exports: {} };
   run.call(module.exports, module.exports, createRequire(CLI_BUNDLE), module, CLI_BUNDLE, path.dirname(CLI_BUNDLE));
-  let cacheState: CodeCacheState;
-  if (file === undefined) cacheState = 'off';
-  else if (cached === undefined) cacheState = 'absent';
-  else if (usable === undefined) cacheState = 'stale';
-  else cacheState = script.cachedDataRejected === true ? 'rejected' : 'accepted';
+  const cacheAccepted = cached !== undefined && script.cachedDataRejected !== true;
   return {
     cli: module.exports as CliModule,
-    cacheState,
     saveCache() {
-      if (file === undefined || cacheState === 'accepted') return;
+      if (file === undefined || cacheAccepted) return;
       // Beside it, then renamed: a run reading it meanwhile sees the old cache or the new one, whole.
       const temporary = `${file}.${process.pid}.tmp`;
       try {

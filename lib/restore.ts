@@ -575,10 +575,10 @@ export async function restore(target: Target | undefined, input: string | Readab
   }
 }
 
-/** The target as the plan reads it, read on the namespace thread while the main thread validates the image. */
+/** The target's session and what the plan reads of it, read on the namespace thread while the main thread validates the image. */
 async function readTarget(ns: NativeNamespace, label: string) {
   const [ids, queues, sysctls] = await Promise.all([namespaceIdsOf(ns, label), ns.listQueues(), ns.readSysctls()]);
-  return { ids, queues, sysctls };
+  return { ns, ids, queues, sysctls };
 }
 
 async function restoreLocked(resolved: ResolvedTarget, input: string | Readable | AsyncIterable<Buffer>, options: RestoreOptions, guardian: RollbackGuardian, started: bigint): Promise<RestoreSummary> {
@@ -587,7 +587,7 @@ async function restoreLocked(resolved: ResolvedTarget, input: string | Readable 
   const reading = opening.then((ns) => readTarget(ns, resolved.label));
   reading.catch(() => undefined);
   try {
-    return await restoreOpened(resolved, input, options, guardian, started, opening, reading);
+    return await restoreOpened(resolved, input, options, guardian, started, reading);
   } finally {
     await opening.then((ns) => ns.close(), () => undefined);
   }
@@ -599,14 +599,13 @@ async function restoreOpened(
   options: RestoreOptions,
   guardian: RollbackGuardian,
   started: bigint,
-  opening: Promise<NativeNamespace>,
   reading: ReturnType<typeof readTarget>,
 ): Promise<RestoreSummary> {
   const source = await openImageSource(input, { guardian, signal: options.signal, leaseForRereads: true });
   try {
     const image = await summarizeImage(source, options.strictV16);
-    const ns = await opening;
     const target = await reading;
+    const { ns } = target;
     const selection = queueSelection(options);
     const sysvImage = selection === 'posix' ? { ...image, queues: [] } : image;
     const { ids } = target;

@@ -36,6 +36,23 @@ function expectAcceptedCacheLike(good: Buffer): void {
   expect(readFileSync(inspectCache()).equals(now)).toBe(true);
 }
 
+/** A run without a cache (what every run must print) and the good cache a first run leaves. */
+function referenceAndGoodCache(): { reference: string; good: Buffer } {
+  const reference = inspectRun({ IPC_CKPT_CODE_CACHE: 'off' }).stdout;
+  expect(inspectRun().status).toBe(0);
+  return { reference, good: readFileSync(inspectCache()) };
+}
+
+/** With `replaced` in the cache's place: the run prints what reference does, and leaves a good cache instead. */
+function expectRunReplacing(replaced: Buffer, reference: string, good: Buffer): void {
+  writeFileSync(inspectCache(), replaced);
+  const run = inspectRun();
+  expect(run.status).toBe(0);
+  expect(run.stdout).toBe(reference);
+  expect(readFileSync(inspectCache()).equals(replaced)).toBe(false);
+  expectAcceptedCacheLike(good);
+}
+
 test('the build made the bundle the CLI runs, beside the modules', () => {
   expect(CLI_BUNDLE.endsWith(path.join('lib', 'cli.bundle.js'))).toBe(true);
   expect(existsSync(bundle)).toBe(true);
@@ -57,36 +74,22 @@ test('a successful run writes its command\'s cache; the next run uses it and lea
 });
 
 test('a cache made for another bundle is not used: the run is the same, and the cache is made anew', () => {
-  const reference = inspectRun({ IPC_CKPT_CODE_CACHE: 'off' });
-  const good = (inspectRun(), readFileSync(inspectCache()));
+  const { reference, good } = referenceAndGoodCache();
   const otherBundle = Buffer.from(good.toString('latin1').replace(/^(ipc-ckpt-code-cache 1 )[0-9a-f]{64}/, `$1${'0'.repeat(64)}`), 'latin1');
-  writeFileSync(inspectCache(), otherBundle);
-  const run = inspectRun();
-  expect(run.status).toBe(0);
-  expect(run.stdout).toBe(reference.stdout);
-  expectAcceptedCacheLike(good);
+  expectRunReplacing(otherBundle, reference, good);
 });
 
 test('a damaged cache is never run: its data no longer matches its digest, V8 would not see it; it is replaced', () => {
-  const reference = inspectRun({ IPC_CKPT_CODE_CACHE: 'off' });
-  inspectRun();
-  const good = readFileSync(inspectCache());
+  const { reference, good } = referenceAndGoodCache();
   const damaged = Buffer.from(good);
   const payload = good.indexOf(10) + 1;
   // In the middle of the bytecode, where V8 (no checksum in a release build) would not notice.
   for (let i = payload + 5000; i < payload + 5064; i++) damaged[i] ^= 0xa5;
-  writeFileSync(inspectCache(), damaged);
-  const run = inspectRun();
-  expect(run.status).toBe(0);
-  expect(run.stdout).toBe(reference.stdout);
-  expect(readFileSync(inspectCache()).equals(damaged)).toBe(false);
-  expectAcceptedCacheLike(good);
+  expectRunReplacing(damaged, reference, good);
 });
 
 test('a cache V8 refuses (made by another V8 or with other flags) is replaced, and the run is unharmed', () => {
-  const reference = inspectRun({ IPC_CKPT_CODE_CACHE: 'off' });
-  inspectRun();
-  const good = readFileSync(inspectCache());
+  const { reference, good } = referenceAndGoodCache();
   // A cache made under --no-lazy carries another flag hash: our header matches, V8 rejects the data.
   const script = `
     const { Script } = require('node:vm'); const { createHash } = require('node:crypto'); const fs = require('node:fs');
@@ -95,12 +98,7 @@ test('a cache V8 refuses (made by another V8 or with other flags) is replaced, a
     const h = (d) => createHash('sha256').update(d).digest('hex');
     fs.writeFileSync(${JSON.stringify(inspectCache())}, Buffer.concat([Buffer.from('ipc-ckpt-code-cache 1 ' + h(source) + ' ' + h(data) + ' node-' + process.version + ' ' + process.arch + '\\n', 'latin1'), data]));`;
   expect(spawnSync(process.execPath, ['--no-lazy', '-e', script]).status).toBe(0);
-  const foreign = readFileSync(inspectCache());
-  const run = inspectRun();
-  expect(run.status).toBe(0);
-  expect(run.stdout).toBe(reference.stdout);
-  expect(readFileSync(inspectCache()).equals(foreign)).toBe(false);
-  expectAcceptedCacheLike(good);
+  expectRunReplacing(readFileSync(inspectCache()), reference, good);
 });
 
 test('failed runs, help and version write no cache; off writes none; an unwritable directory is no error', () => {
