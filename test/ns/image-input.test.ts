@@ -67,7 +67,9 @@ function waitUntil(what: string, condition: () => boolean, timeoutMs = 10_000): 
   }
 }
 
+/** The child's exit code, also when it exited before this was called (its 'exit' event is then past). */
 function exited(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
 }
 
