@@ -1,6 +1,6 @@
 // Where save writes an image: a file (atomic: temporary file, fsync, rename) or a stream (stdout).
 // Both can take back what was written since a mark, so a queue that changed while it was copied is re-copied.
-import { createWriteStream, promises as fs } from 'node:fs';
+import { constants as fsConstants, createWriteStream, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
@@ -10,8 +10,11 @@ import type { RollbackGuardian } from './rollback-guardian';
 
 /** Write in large buffered chunks: one system call per this many bytes. */
 const WRITE_CHUNK_BYTES = 4 << 20;
-/** A file's written bytes are flushed to disk (fdatasync, in the background) each time this many more are written. */
-const BACKGROUND_SYNC_BYTES = 64 << 20;
+/**
+ * A file's written bytes are flushed to disk (fdatasync, in the background, one at a time) each time this many
+ * more are written, so little is left for the final fsync. 64 MiB left a 64 MiB save waiting 21 ms at commit.
+ */
+const BACKGROUND_SYNC_BYTES = 4 << 20;
 /**
  * A stream can take back at most this much (it cannot seek): beyond it a torn queue fails the save.
  * 16 MiB kept a 1 GiB save to stdout at 150-154 MB peak RSS; 8 MiB at 105-118 MB.
@@ -187,6 +190,14 @@ export async function openOutputPath(plan: OutputPlan, options: OutputOptions = 
   return new StreamImageOutput(stream, { ownsStream: true, signal: options.signal, label: plan.path });
 }
 
+/**
+ * The image a rename will replace, held open so that freeing its blocks (12 ms for 64 MiB on ext4, inside
+ * rename(2) when it drops the last link) waits for our close instead. Non-blocking: a lease holder's file is left alone.
+ */
+async function openReplacedFile(filePath: string): Promise<fs.FileHandle | undefined> {
+  return fs.open(filePath, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW).catch(() => undefined);
+}
+
 /** A file written as a temporary beside it, fsync'ed and renamed over the path on commit. */
 export class FileImageOutput extends ImageOutput {
   /** Written since the last background sync began. */
@@ -274,13 +285,16 @@ export class FileImageOutput extends ImageOutput {
     await this.flushHeld();
     await this.drain();
     await this.syncing;
+    let replaced: fs.FileHandle | undefined;
     try {
       if (this.syncFailure !== undefined) throw this.syncFailure;
       await this.handle.truncate(this.position);
       await this.handle.sync();
       await this.handle.close();
+      replaced = await openReplacedFile(this.finalPath);
       await fs.rename(this.temporaryPath, this.finalPath);
     } catch (error) {
+      await replaced?.close().catch(() => undefined);
       await this.discard();
       throw this.writeError(error);
     }
@@ -288,7 +302,8 @@ export class FileImageOutput extends ImageOutput {
     // The rename is durable only once the directory is synced.
     const directory = await fs.open(path.dirname(path.resolve(this.finalPath)), 'r');
     try {
-      await directory.sync();
+      // The replaced image's blocks are freed at its last close: on a pool thread, while the directory syncs.
+      await Promise.all([directory.sync(), replaced?.close()]);
     } finally {
       await directory.close();
     }

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readlinkSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -102,6 +102,28 @@ test('a failed save leaves no file and no temporary behind', async () => {
   await expect(save({ ns: '/proc/self/ns/net' }, image)).rejects.toThrow(IpcCkptError);
   expect(existsSync(image)).toBe(false);
   expect(readdirSync(dir)).toEqual([]);
+});
+
+test('a save over an existing image replaces it whole and keeps no descriptor of the replaced one open', async () => {
+  const id = Number(msgqTool(ns.path, 'create', '0x52', '600').trim());
+  msgqTool(ns.path, 'send-many', id, 3, 100, 4);
+  const image = path.join(dir, 'q.img');
+  writeFileSync(image, Buffer.alloc(1 << 20, 0xee));
+  const replaced = readdirSync('/proc/self/fd').length;
+  const summary = await save({ ns: ns.path }, image);
+  expect(readFileSync(image).length).toBe(summary.imageBytes);
+  expect(runCli(['verify', '--ns', ns.path, '-i', image]).status).toBe(0);
+  // The replaced file was held open across the rename; it must be closed, not left as a deleted file.
+  const openDeleted = readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).endsWith('(deleted)');
+    } catch {
+      return false;
+    }
+  });
+  expect(openDeleted).toEqual([]);
+  expect(readdirSync('/proc/self/fd').length).toBeLessThanOrEqual(replaced);
+  expect(readdirSync(dir)).toEqual(['q.img']);
 });
 
 test('bad targets exit 1 with a clear message, usage errors exit 2, and no file is left', () => {
