@@ -94,6 +94,12 @@ interface CopiedBatchOf {
 
 /** Queues per copyQueues crossing, besides the byte bound. */
 const COPY_BATCH_QUEUES = 4096;
+/**
+ * Several queues share a copyQueues crossing up to this many packed bytes (a queue up to the batch size
+ * still has one of its own): the next crossing copies while this one is encoded, so a namespace of a
+ * few small queues is not copied whole before its encoding starts (100 queues x 100 x 64 B: 47 -> 41 ms).
+ */
+const QUEUE_GROUP_BYTES = 128 << 10;
 /** The smallest MSG_COPY buffer worth passing. */
 const MIN_COPY_BUFFER = 64;
 /** Waits for the next second for one queue before a queue that changes every second fails the save. */
@@ -310,6 +316,7 @@ class SaveRun {
    */
   private async saveQueues(queues: Float64Array, listedAt: number): Promise<void> {
     const batchBytes = this.options.batchBytes ?? DEFAULT_BATCH_BYTES;
+    const groupBytes = Math.min(batchBytes, QUEUE_GROUP_BYTES);
     const queueCount = queues.length / QUEUE_STAT_DOUBLES;
     // [from, to): a batch when it holds more than a queue that is too large for one.
     const ranges: Array<[number, number, boolean]> = [];
@@ -318,7 +325,7 @@ class SaveRun {
       let bytes = 0;
       while (end < queueCount && end - next < COPY_BATCH_QUEUES) {
         const packed = packedBytesAt(queues, end);
-        if (queues[end * QUEUE_STAT_DOUBLES + STAT_QNUM] >= BATCH_MESSAGES || packed > batchBytes || (end > next && bytes + packed > batchBytes)) break;
+        if (queues[end * QUEUE_STAT_DOUBLES + STAT_QNUM] >= BATCH_MESSAGES || packed > batchBytes || (end > next && bytes + packed > groupBytes)) break;
         bytes += packed;
         end++;
       }

@@ -104,6 +104,31 @@ test('a failed save leaves no file and no temporary behind', async () => {
   expect(readdirSync(dir)).toEqual([]);
 });
 
+test('queues of every batch shape (grouped small ones, one alone in its batch, one too large for a batch) restore exactly', async () => {
+  const kib = 1024;
+  msgqTool(ns.path, 'sysctl', 'msgmax', 8 * kib);
+  msgqTool(ns.path, 'sysctl', 'msgmnb', 2048 * kib);
+  // 2 KiB queues share batches; a 200 KiB one is over the 128 KiB group bound but within the 1 MiB batch;
+  // a 1.5 MiB one is copied alone.
+  const shapes = [...Array(40).fill([4, 500]), [25, 8 * kib], ...Array(20).fill([4, 500]), [192, 8 * kib], ...Array(40).fill([4, 500])] as Array<[number, number]>;
+  shapes.forEach(([count, size], k) => {
+    const id = Number(msgqTool(ns.path, 'create', `0x${(0x5100 + k).toString(16)}`, '600').trim());
+    if (count * size > 16384) msgqTool(ns.path, 'set', id, 0, 0, '600', 2048 * kib);
+    msgqTool(ns.path, 'send-many', id, count, size, k + 1);
+  });
+  const image = path.join(dir, 'shapes.img');
+  const summary = await save({ ns: ns.path }, image);
+  expect(summary).toMatchObject({ queues: shapes.length, messages: shapes.reduce((n, [count]) => n + count, 0) });
+  const target = await TestNamespace.create();
+  try {
+    expect(runCli(['restore', '--ns', target.path, '-i', image, '-q']).status).toBe(0);
+    const restorable = (dump: ReturnType<typeof dumpNamespace>) => dump.queues.map(({ stime, rtime, ctime, lspid, lrpid, ...rest }) => (void [stime, rtime, ctime, lspid, lrpid], rest));
+    expect(restorable(dumpNamespace(target.path))).toEqual(restorable(dumpNamespace(ns.path)));
+  } finally {
+    await target.destroy();
+  }
+});
+
 test('a save over an existing image replaces it whole and keeps no descriptor of the replaced one open', async () => {
   const id = Number(msgqTool(ns.path, 'create', '0x52', '600').trim());
   msgqTool(ns.path, 'send-many', id, 3, 100, 4);
