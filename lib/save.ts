@@ -92,6 +92,8 @@ interface CopiedBatchOf {
   startSecond: number;
 }
 
+/** copyQueues crossings asked for ahead of the one being encoded. */
+const PREFETCHED_BATCHES = 2;
 /** Queues per copyQueues crossing, besides the byte bound. */
 const COPY_BATCH_QUEUES = 4096;
 /**
@@ -341,24 +343,27 @@ class SaveRun {
       copy?.catch(() => undefined);
       return copy;
     };
-    let prefetched = copyRange(0);
+    // Copies of the next ranges, queued on the namespace thread: it goes on to the next one while this
+    // one is encoded, instead of waiting for the encoding to end before it is asked.
+    const prefetched: Array<Promise<CopiedBatchOf> | undefined> = [];
+    for (let r = 0; r < PREFETCHED_BATCHES && r < ranges.length; r++) prefetched.push(copyRange(r));
     try {
       for (let r = 0; r < ranges.length; r++) {
         this.checkpoint();
         const [from, to, batched] = ranges[r];
-        const copied = prefetched;
-        prefetched = undefined;
+        const copied = prefetched.shift();
         if (!batched) {
+          // A queue alone is copied in its own crossings, after the batches already asked for.
           await this.saveQueue(unpackQueueStat(queues, from));
-          prefetched = copyRange(r + 1);
+          prefetched.push(copyRange(r + PREFETCHED_BATCHES));
           continue;
         }
         const result = await copied!;
-        prefetched = copyRange(r + 1);
+        prefetched.push(copyRange(r + PREFETCHED_BATCHES));
         await this.saveBatch(queues, from, to, result);
       }
     } finally {
-      await prefetched?.catch(() => undefined);
+      for (const copy of prefetched) await copy?.catch(() => undefined);
     }
   }
 
