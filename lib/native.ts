@@ -105,7 +105,7 @@ export interface NewQueueRequest {
   /** Creator ids: msgget runs with these effective ids on the namespace thread only. */
   cuid: number;
   cgid: number;
-  /** Owner ids and qbytes, set by IPC_SET right after the msgget. */
+  /** Owner ids and qbytes, set by IPC_SET right after the msgget (when they differ from what msgget gave). */
   uid: number;
   gid: number;
   qbytes: number;
@@ -329,7 +329,8 @@ export interface NativeNamespace {
   removeQueue(id: number): Promise<void>;
   /**
    * For each request in order (packed: packNewQueues): msg_next_id = id, msgget(key, mode|IPC_CREAT|IPC_EXCL) as cuid/cgid, the id
-   * check (a queue made at another id is removed again), IPC_SET of uid/gid/mode/qbytes. Resolves, also on a
+   * check (a queue made at another id is removed again), IPC_SET of uid/gid/mode/qbytes unless msgget made them
+   * so (uid/gid the creator's, qbytes the msgmnb of the batch's start). Resolves, also on a
    * failure, with exactly which queues it made; stops at the first failure.
    */
   createQueues(requests: Float64Array): Promise<CreatedQueues>;

@@ -2,6 +2,7 @@
 // stat and copy for a save. Each reports exactly what it did per queue, so lib/ can roll back exactly.
 #include <sys/ipc.h>
 #include <sys/msg.h>
+#include <unistd.h>
 
 #include "msg_queue_calls.h"
 
@@ -9,12 +10,18 @@ CreatedQueues MsgQueueCalls::CreateQueues(const std::vector<NewQueue>& queues) c
   CreatedQueues result;
   result.created.reserve(queues.size());
   std::unique_ptr<SysctlFile> nextId;
+  const ThreadIds self{geteuid(), getegid()};
+  // What msgget gives a new queue besides its creator ids and mode: an IPC_SET to the same is left out.
+  uint64_t defaultQbytes = 0;
   for (size_t index = 0; index < queues.size(); index++) {
     const NewQueue& queue = queues[index];
     int32_t id;
     try {
-      if (!nextId) nextId = sysctls_.OpenFile("msg_next_id");
-      id = CreateAt(queue.create, *nextId);
+      if (!nextId) {
+        nextId = sysctls_.OpenFile("msg_next_id");
+        defaultQbytes = static_cast<uint64_t>(sysctls_.Read("msgmnb"));
+      }
+      id = CreateAt(queue.create, *nextId, self);
     } catch (const ErrnoError& error) {
       // Not made, or made at another id and removed again (CreateAt): nothing of it is ours.
       result.failure = error;
@@ -22,6 +29,9 @@ CreatedQueues MsgQueueCalls::CreateQueues(const std::vector<NewQueue>& queues) c
       return result;
     }
     result.created.push_back(id);
+    const bool asMade = queue.set.uid == queue.create.cuid && queue.set.gid == queue.create.cgid &&
+                        (queue.set.mode & 0777) == (queue.create.mode & 0777) && queue.set.qbytes == defaultQbytes;
+    if (asMade) continue;
     try {
       SetQueue(id, queue.set);
     } catch (const ErrnoError& error) {

@@ -142,16 +142,16 @@ std::string MsgQueueCalls::CreateDoing(const CreateQueueRequest& request) const 
 
 int32_t MsgQueueCalls::CreateQueue(const CreateQueueRequest& request) const {
   const std::unique_ptr<SysctlFile> nextId = sysctls_.OpenFile("msg_next_id");
-  return CreateAt(request, *nextId);
+  return CreateAt(request, *nextId, ThreadIds{geteuid(), getegid()});
 }
 
-int32_t MsgQueueCalls::CreateAt(const CreateQueueRequest& request, const SysctlFile& nextId) const {
+int32_t MsgQueueCalls::CreateAt(const CreateQueueRequest& request, const SysctlFile& nextId, const ThreadIds& self) const {
   nextId.Write(request.id);
   int created;
   int msggetErrno = 0;
   const int flags = static_cast<int>(request.mode & 0777) | IPC_CREAT | IPC_EXCL;
   // The thread's own ids need no switch: msgget records the effective ids as the creator either way.
-  if (request.cuid == geteuid() && request.cgid == getegid()) {
+  if (request.cuid == self.uid && request.cgid == self.gid) {
     created = msgget(static_cast<key_t>(request.key), flags);
     msggetErrno = errno;
   } else {

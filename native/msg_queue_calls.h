@@ -57,7 +57,14 @@ struct SetQueueRequest {
   uint64_t qbytes;
 };
 
-// One queue of a createQueues batch: msgget as cuid/cgid at the exact id, then IPC_SET of owner, mode and qbytes.
+// The effective uid and gid of the calling thread.
+struct ThreadIds {
+  uid_t uid;
+  gid_t gid;
+};
+
+// One queue of a createQueues batch: msgget as cuid/cgid at the exact id, then IPC_SET of owner, mode and qbytes
+// (left out when msgget made them so: owner = creator, qbytes = msgmnb).
 struct NewQueue {
   CreateQueueRequest create;
   SetQueueRequest set;
@@ -134,7 +141,8 @@ class MsgQueueCalls {
   // error message when it could not ("" when all is well).
   std::string ClearNextId() const;
   // msg_next_id = request.id through nextId, msgget as the creator, the id check (see CreateQueue).
-  int32_t CreateAt(const CreateQueueRequest& request, const SysctlFile& nextId) const;
+  // self: the session thread's effective ids (a creator with these needs no switch), read once per batch.
+  int32_t CreateAt(const CreateQueueRequest& request, const SysctlFile& nextId, const ThreadIds& self) const;
   // msgsnd of `count` packed messages from `message`; returns the address after them. Errors say `sent` in all.
   uint8_t* SendRun(int32_t id, uint8_t* message, uint32_t count, uint32_t sentBefore, int64_t queueIndex) const;
   // The error of a msgget at an id: what was asked, with the kernel's reason.

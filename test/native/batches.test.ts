@@ -67,6 +67,22 @@ describe('native batches', () => {
       }
     });
 
+    it('a queue msgget already makes as asked (owner = creator, qbytes = msgmnb) is as exact as one that needs IPC_SET', async () => {
+      const { msgmnb } = dumpNamespace(target.path).limits;
+      const requests = [
+        request(60, 0x1101, { qbytes: msgmnb }),
+        request(61, 0x1102, { cuid: 1234, cgid: 5678, uid: 1234, gid: 5678, mode: 0o600, qbytes: msgmnb }),
+        request(62, 0x1103, { cuid: 1234, cgid: 5678, uid: 1234, gid: 5678, qbytes: msgmnb - 1 }),
+        request(63, 0x1104, { cuid: 1234, cgid: 5678, uid: 1234, gid: 99, qbytes: msgmnb }),
+        request(64, 0x1105, { cuid: 1234, cgid: 5678, uid: 99, gid: 5678, mode: 0o777, qbytes: msgmnb }),
+      ];
+      expect(await ns.createQueues(packNewQueues(requests))).toEqual({ created: requests.map((r) => r.id) });
+      const dumped = dumpNamespace(target.path).queues;
+      for (const r of requests) {
+        expect(dumped.find((q) => q.id === r.id)).toMatchObject({ key: r.key, cuid: r.cuid, cgid: r.cgid, uid: r.uid, gid: r.gid, mode: r.mode, qbytes: r.qbytes });
+      }
+    });
+
     it('stops at a key that exists: the queues before it are made and reported, nothing of it or after it', async () => {
       msgqTool(target.path, 'create', '0x2002', '600');
       const result = await ns.createQueues(packNewQueues([request(10, 0x2001), request(11, 0x2002), request(12, 0x2003)]));
