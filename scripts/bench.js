@@ -283,9 +283,12 @@ async function withNamespace(use) {
 /**
  * The tools of one row are measured in turns (baseline, then each ipc-ckpt path, then again), so a
  * noisy neighbour on a shared machine slows every tool of a row alike rather than one of them.
+ * A row measured 3 times or more first runs each tool once unrecorded (as `hyperfine --warmup 1`): the
+ * first row of a bench otherwise paid for cold caches, 5 ms over the same contents measured later.
  */
 async function measureInTurns(tools, repeats) {
   const samples = tools.map(() => []);
+  if (repeats >= 3) for (const tool of tools) await tool.measure();
   for (let round = 0; round < repeats; round++) {
     for (let t = 0; t < tools.length; t++) samples[t].push(await tools[t].measure());
   }
