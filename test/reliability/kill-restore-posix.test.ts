@@ -12,6 +12,8 @@ import { runCliKilled, seededRandom, testSeed, waitUntilAlone } from './killed-r
 
 const KILL_RUNS = 30;
 const QUEUES = 40;
+/** Unkilled restores timed before the kills. */
+const TIMING_RUNS = 3;
 
 jest.setTimeout(5 * 60_000);
 
@@ -32,12 +34,23 @@ test('SIGKILL of a POSIX queue restore leaves the target as it was or fully rest
     }
     const image = path.join(dir, 'posix.img');
     expect(runCli(['save', '--ns', source.path, '--quiescent', '-o', image]).status).toBe(0);
-    const restored = await TestNamespace.create();
-    const started = Date.now();
-    expect(runCli(['restore', '--ns', restored.path, '-i', image]).status).toBe(0);
-    const restoreMs = Date.now() - started;
-    const complete = posixState(restored.path);
-    await restored.destroy();
+    // Timed as the killed runs are made (the same spawn, no code cache), the median of 3: a single timing run
+    // that came out cold (272 ms in one CI run) put most kills after the restore's end.
+    const timings: number[] = [];
+    let complete = '';
+    for (let timing = 0; timing < TIMING_RUNS; timing++) {
+      const restored = await TestNamespace.create();
+      try {
+        const started = Date.now();
+        const result = await runCliKilled(['restore', '--ns', restored.path, '-i', image], { delayMs: 10 * 60_000 });
+        timings.push(Date.now() - started);
+        expect(result.status).toBe(0);
+        complete = posixState(restored.path);
+      } finally {
+        await restored.destroy();
+      }
+    }
+    const restoreMs = timings.sort((a, b) => a - b)[Math.floor(TIMING_RUNS / 2)];
 
     const seed = testSeed();
     const random = seededRandom(seed);
@@ -62,7 +75,7 @@ test('SIGKILL of a POSIX queue restore leaves the target as it was or fully rest
         await target.destroy();
       }
     }
-    console.log(`kill POSIX restore (seed ${seed}, restore ${restoreMs} ms): ${JSON.stringify(tally)}`);
+    console.log(`kill POSIX restore (seed ${seed}, restore ${restoreMs} ms of ${timings.join('/')}): ${JSON.stringify(tally)}`);
     expect(problems).toEqual([]);
     expect(tally.killed).toBeGreaterThanOrEqual(KILL_RUNS * 0.5);
     expect(tally.leftAsItWas).toBeGreaterThan(0);
