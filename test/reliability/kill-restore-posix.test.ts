@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { TestNamespace } from '../support/namespace';
 import { runCli } from '../support/cli';
 import { mqTool } from '../support/mq-tool';
-import { runCliKilled, seededRandom, testSeed, waitUntilAlone } from './killed-run';
+import { processesAt, runCliKilled, seededRandom, testSeed, timeGuardianLife, waitUntilAlone } from './killed-run';
 
 const KILL_RUNS = 30;
 const QUEUES = 40;
@@ -51,6 +51,17 @@ test('SIGKILL of a POSIX queue restore leaves the target as it was or fully rest
       }
     }
     const restoreMs = timings.sort((a, b) => a - b)[Math.floor(TIMING_RUNS / 2)];
+    // Kills timed from the guardian's start land within the first half of its life in an unkilled restore
+    // (a fixed 30 ms window let half of them come after the end).
+    const timed = await TestNamespace.create();
+    let guardianWindowMs: number;
+    try {
+      const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', timed.path, '-i', image], () => processesAt(timed).length > 0);
+      expect(result.status).toBe(0);
+      guardianWindowMs = Math.max(2, Math.floor(lifeMs / 2));
+    } finally {
+      await timed.destroy();
+    }
 
     const seed = testSeed();
     const random = seededRandom(seed);
@@ -60,9 +71,9 @@ test('SIGKILL of a POSIX queue restore leaves the target as it was or fully rest
       const target = await TestNamespace.create();
       try {
         const before = posixState(target.path);
-        // Odd runs: within 30 ms of the guardian's start (the first limit raised, just before the first mq_open).
+        // Odd runs: within guardianWindowMs of the guardian's start (the first limit raised, just before the first mq_open).
         const afterGuardian = run % 2 === 1;
-        const delayMs = Math.floor(random() * (afterGuardian ? 30 : restoreMs * 1.1));
+        const delayMs = Math.floor(random() * (afterGuardian ? guardianWindowMs : restoreMs * 1.1));
         const result = await runCliKilled(['restore', '--ns', target.path, '-i', image], { delayMs, afterGuardianOf: afterGuardian ? target : undefined });
         if (result.killed) tally.killed++;
         if (result.killed && afterGuardian) tally.killedAfterGuardian++;
@@ -75,7 +86,7 @@ test('SIGKILL of a POSIX queue restore leaves the target as it was or fully rest
         await target.destroy();
       }
     }
-    console.log(`kill POSIX restore (seed ${seed}, restore ${restoreMs} ms of ${timings.join('/')}): ${JSON.stringify(tally)}`);
+    console.log(`kill POSIX restore (seed ${seed}, restore ${restoreMs} ms of ${timings.join('/')}, guardian window ${guardianWindowMs} ms): ${JSON.stringify(tally)}`);
     expect(problems).toEqual([]);
     expect(tally.killed).toBeGreaterThanOrEqual(KILL_RUNS * 0.5);
     expect(tally.leftAsItWas).toBeGreaterThan(0);
