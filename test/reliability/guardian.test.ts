@@ -11,7 +11,7 @@ import { TestNamespace } from '../support/namespace';
 import { msgqTool } from '../support/msgq-tool';
 import { buildHammer } from '../support/hammer';
 import { runCli } from '../support/cli';
-import { namespaceState, runCliKilled, seededRandom, testSeed, timeGuardianLife, waitUntilAlone } from './killed-run';
+import { namespaceState, runCliKilled, seededRandom, testSeed, restoreGuardianLife, waitUntilAlone } from './killed-run';
 
 const GUARDIAN_KILLS = 20;
 /** Three createQueues batches (2,048 each): the guardian is asked again between them. */
@@ -117,17 +117,7 @@ test('the guardian SIGKILLed at random moments of a restore: ipc-ckpt rolls back
   };
   // The kills land within the guardian's life in an unkilled restore (it starts after the validating pass),
   // so they hit a restore however fast this machine makes it.
-  const guardianLifeMs = await (async () => {
-    const target = await TestNamespace.create();
-    try {
-      prepare(target);
-      const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', target.path, '-i', image], () => guardiansOf(target.path).length > 0);
-      expect(result.status).toBe(0);
-      return lifeMs;
-    } finally {
-      await target.destroy();
-    }
-  })();
+  const guardianLifeMs = await restoreGuardianLife(image, { prepare, present: (target) => guardiansOf(target.path).length > 0 });
   for (let run = 0; run < GUARDIAN_KILLS; run++) {
     const target = await TestNamespace.create();
     try {

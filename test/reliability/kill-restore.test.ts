@@ -10,7 +10,7 @@ import { dumpNamespace, msgqTool, NamespaceDump } from '../support/msgq-tool';
 import { populateSample, SAMPLE_LIMITS } from '../support/sample-namespace';
 import { runCli } from '../support/cli';
 import { buildHammer } from '../support/hammer';
-import { namespaceState, NamespaceState, processesAt, runCliKilled, seededRandom, testSeed, timeGuardianLife, waitUntilAlone } from './killed-run';
+import { namespaceState, NamespaceState, runCliKilled, seededRandom, testSeed, restoreGuardianLife, waitUntilAlone } from './killed-run';
 
 const FRESH_KILL_RUNS = 15;
 const EXISTING_KILL_RUNS = 25;
@@ -61,14 +61,7 @@ beforeAll(async () => {
     await scratch.destroy();
   }
   // A fixed window would miss the guardian's life as the restore gets faster (a fresh target: about 10 ms here).
-  const timed = await TestNamespace.create();
-  try {
-    const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', timed.path, '-i', image], () => processesAt(timed).length > 0);
-    expect(result.status).toBe(0);
-    guardianWindowMs = Math.max(2, Math.floor(lifeMs / 2));
-  } finally {
-    await timed.destroy();
-  }
+  guardianWindowMs = Math.max(2, Math.floor((await restoreGuardianLife(image)) / 2));
 });
 
 afterAll(async () => {
@@ -185,16 +178,7 @@ test('a restore killed while it creates queues leaves none of them behind', asyn
   const leaks: string[] = [];
   const tally = { rolledBack: 0, complete: 0 };
   // The kills land within the guardian's life in an unkilled restore (creation runs in it), however fast this machine makes it.
-  const guardianLifeMs = await (async () => {
-    const target = await TestNamespace.create();
-    try {
-      const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', target.path, '-i', manyImage], () => processesAt(target).length > 0);
-      expect(result.status).toBe(0);
-      return lifeMs;
-    } finally {
-      await target.destroy();
-    }
-  })();
+  const guardianLifeMs = await restoreGuardianLife(manyImage);
   for (let run = 0; run < LEAK_RUNS; run++) {
     const target = await TestNamespace.create();
     try {

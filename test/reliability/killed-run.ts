@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { CLI, CliResult } from '../support/cli';
 import { dumpNamespace, msgqTool, NamespaceDump } from '../support/msgq-tool';
-import type { TestNamespace } from '../support/namespace';
+import { TestNamespace } from '../support/namespace';
 
 export interface KilledRun extends CliResult {
   /** True when the process was still running at the kill (false: it had exited on its own first). */
@@ -89,6 +89,23 @@ export async function timeGuardianLife(args: string[], present: () => boolean): 
   const result = await runCliKilled(args, { delayMs: 10 * 60_000 });
   clearInterval(watcher);
   return { result, lifeMs: Math.max(2, Date.now() - (startedAt ?? Date.now())) };
+}
+
+/**
+ * How long the guardian lives in an unkilled restore of `image` into a fresh namespace (timeGuardianLife):
+ * `prepare` runs on the namespace first; `present` tells the guardian is up (any process at the namespace unless given).
+ */
+export async function restoreGuardianLife(image: string, options: { prepare?: (target: TestNamespace) => void; present?: (target: TestNamespace) => boolean } = {}): Promise<number> {
+  const target = await TestNamespace.create();
+  try {
+    options.prepare?.(target);
+    const present = options.present ?? ((ns: TestNamespace) => processesAt(ns).length > 0);
+    const { result, lifeMs } = await timeGuardianLife(['restore', '--ns', target.path, '-i', image], () => present(target));
+    expect(result.status).toBe(0);
+    return lifeMs;
+  } finally {
+    await target.destroy();
+  }
 }
 
 /** Pids (other than the namespace's holder and `others`) inside the namespace or about to enter it (nsenter, the guardian). */
